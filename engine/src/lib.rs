@@ -1,0 +1,16 @@
+//! The meeting point of Tether's three sources.
+//!
+//! `webhook`, `audit-bridge` and `node-enforcer` never import each other: each hands
+//! what it found to a [`Sink`]. This crate holds the seam types ([`ExecSession`],
+//! [`AdmissionDecision`], [`ActionRecord`]) and the first sink implementation, an
+//! in-process channel ([`ChannelSink`]). The bus (NATS) and the store implement the
+//! same trait.
+
+mod session;
+mod sink;
+
+pub use session::{ExecSession, SessionConfidence, SessionKind};
+pub use sink::{
+    ActionRecord, AdmissionDecision, ChannelSink, DecisionOutcome, Found, RuleVerdict, Sink,
+    SinkError, SinkReceiver,
+};
