@@ -1,0 +1,684 @@
+//! The event model: one [`Event`] type for every source.
+//!
+//! Audit events keep their parsed JSON. An AdmissionReview is rewritten once, at parse time,
+//! into an audit-shaped JSON body so that every `ka.*` and `jevt.*` field reads it exactly as it
+//! reads an audit event. Syscall events carry a typed [`SyscallEvent`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::body::{Body, Get};
+use crate::input::InputError;
+use crate::source::Source;
+
+/// One event of any source. Cheap to clone (the payload is shared).
+#[derive(Debug, Clone)]
+pub struct Event {
+    source: Source,
+    time_ns: i64,
+    payload: Payload,
+    session: Option<Arc<SessionFields>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    Json(Arc<Body>),
+    Syscall(Arc<SyscallEvent>),
+}
+
+/// A kernel event as the node enforcer reports it. Field names follow Falco's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyscallEvent {
+    /// `evt.type`: the syscall or event name (`execve`, `openat`, `connect`, ...).
+    pub evt_type: String,
+    /// `evt.res` / `evt.rawres`: the return value (negative errno on failure).
+    pub evt_res: i64,
+    /// `evt.time`: nanoseconds since the Unix epoch.
+    pub time_ns: i64,
+    /// `evt.arg.NAME`: the syscall arguments by Falco's argument names, rendered as text.
+    pub args: BTreeMap<String, String>,
+    pub proc: ProcInfo,
+    pub user: UserInfo,
+    /// The file descriptor the event acts on, if any.
+    pub fd: Option<FdInfo>,
+    pub container: ContainerInfo,
+    pub k8s: K8sInfo,
+    /// `evt.hostname`.
+    pub hostname: String,
+}
+
+/// `proc.*` fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcInfo {
+    pub pid: i64,
+    pub ppid: i64,
+    /// `proc.vpid`: the pid inside the process's pid namespace.
+    pub vpid: i64,
+    /// `proc.name`: the executable's short name (comm).
+    pub name: String,
+    /// `proc.exe`: `argv[0]`.
+    pub exe: String,
+    /// `proc.exepath`: the full path of the executable.
+    pub exepath: String,
+    /// `proc.args`: `argv[1..]`.
+    pub args: Vec<String>,
+    /// `proc.cwd`.
+    pub cwd: String,
+    /// `proc.tty`: the controlling terminal number, 0 when none.
+    pub tty: i64,
+    /// `proc.sid`.
+    pub sid: i64,
+    pub pname: String,
+    pub pexe: String,
+    pub pexepath: String,
+    /// `proc.pcmdline`: the parent's name and arguments.
+    pub pcmdline: String,
+    /// Names of the ancestors, parent first (`proc.aname[1]` is `ancestors[0]`).
+    pub ancestors: Vec<String>,
+    /// Executable paths of the ancestors, parent first (`proc.aexepath[N]`).
+    pub ancestor_exepaths: Vec<String>,
+    /// `proc.env`: `KEY=VALUE` entries.
+    pub env: Vec<String>,
+}
+
+/// `user.*` and `group.*` fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserInfo {
+    pub uid: i64,
+    /// `user.loginuid`: -1 when unset.
+    pub loginuid: i64,
+    pub name: String,
+    pub loginname: String,
+    pub gid: i64,
+    pub group: String,
+}
+
+/// `fd.*` fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FdInfo {
+    pub num: i64,
+    /// `fd.name`: the path for files, `sip:sport->dip:dport` for sockets.
+    pub name: String,
+    /// `fd.typechar`: `f` file, `4` IPv4, `6` IPv6, `u` unix, `p` pipe, `e` eventfd, `s`
+    /// signalfd, `l` eventpoll, `i` inotify, `t` timerfd, `n` netlink, `b` bpf, `o` other.
+    pub typechar: String,
+    /// Server IP (`fd.sip`, also `fd.dip`): the connection's destination for an outbound
+    /// connect, the local address for an accepted one.
+    pub sip: String,
+    /// Server port (`fd.sport`, also `fd.dport`).
+    pub sport: i64,
+    /// Client IP (`fd.cip`): the side that initiated the connection.
+    pub cip: String,
+    /// Client port (`fd.cport`).
+    pub cport: i64,
+    /// `fd.l4proto`: `tcp`, `udp`, `icmp`, `raw`.
+    pub l4proto: String,
+}
+
+/// `container.*` fields. `id` is `host` for host processes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerInfo {
+    /// The 12-character short id, or `host`.
+    pub id: String,
+    pub name: String,
+    pub image_repository: String,
+    pub image_tag: String,
+    pub privileged: Option<bool>,
+}
+
+/// `k8s.*` fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct K8sInfo {
+    pub ns_name: String,
+    pub pod_name: String,
+    pub pod_uid: String,
+    pub pod_labels: BTreeMap<String, String>,
+    pub node_name: String,
+}
+
+/// The `session.*` fields the engine attaches to syscall events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionFields {
+    pub id: String,
+    /// `exec`, `attach`, `portforward` or `debug`.
+    pub kind: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub uid: String,
+    pub auditid: String,
+    pub command: Vec<String>,
+    pub sourceips: Vec<String>,
+    /// Nanoseconds since the Unix epoch.
+    pub started_ns: i64,
+    /// `exact`, `matched` or `none`.
+    pub confidence: String,
+}
+
+impl Event {
+    /// One `audit.k8s.io` `Event` (v1 or v1beta1; a missing `apiVersion` is accepted, as in
+    /// Falco's trace files). The event time is `stageTimestamp`, else `requestReceivedTimestamp`.
+    pub fn from_audit_value(v: Json) -> Result<Event, InputError> {
+        if !v.is_object() {
+            return Err(InputError::new(
+                "<value>",
+                0,
+                format!(
+                    "data not recognized as a k8s audit event: expected an audit event object, found {}",
+                    json_kind(&v)
+                ),
+            ));
+        }
+        Self::audit_body(Body::Parsed(v)).map_err(|what| InputError::new("<value>", 0, what))
+    }
+
+    /// An audit event from the text of one JSON object, parsed lazily (see [`crate::body`]).
+    pub(crate) fn from_audit_text(text: &str) -> Result<Event, String> {
+        let body = Body::lazy(text)
+            .map_err(|e| format!("data not recognized as a k8s audit event: {e}"))?;
+        Self::audit_body(body)
+    }
+
+    pub(crate) fn from_audit_body(body: Body) -> Result<Event, String> {
+        Self::audit_body(body)
+    }
+
+    fn audit_body(body: Body) -> Result<Event, String> {
+        check_audit_shape(&body)
+            .map_err(|what| format!("data not recognized as a k8s audit event: {what}"))?;
+        let time_ns = audit_time_ns(&body);
+        Ok(Event {
+            source: Source::K8sAudit,
+            time_ns,
+            payload: Payload::Json(Arc::new(body)),
+            session: None,
+        })
+    }
+
+    /// An `AdmissionReview` (admission.k8s.io v1 or v1beta1) as a `k8s_admission` event whose
+    /// body reads like an audit event: `requestObject` is `request.object` (or
+    /// `request.options` when there is no object, e.g. the PodExecOptions of a CONNECT),
+    /// `verb` is the lower-case operation, `stage` is `Admission`, `user` is
+    /// `request.userInfo`, `objectRef` comes from `request.resource`/`subResource`/
+    /// `namespace`/`name`, and `requestURI` is rebuilt (with the exec/attach/portforward
+    /// options as query parameters, one `command` parameter per argv element).
+    pub fn from_admission_review(v: Json) -> Result<Event, InputError> {
+        let body = admission_to_audit(&v).map_err(|what| InputError::new("<value>", 0, what))?;
+        Ok(Event {
+            source: Source::K8sAdmission,
+            time_ns: now_ns(),
+            payload: Payload::Json(Arc::new(Body::Parsed(body))),
+            session: None,
+        })
+    }
+
+    /// A kernel event from the node enforcer.
+    pub fn from_syscall(ev: SyscallEvent) -> Event {
+        Event {
+            source: Source::Syscall,
+            time_ns: ev.time_ns,
+            payload: Payload::Syscall(Arc::new(ev)),
+            session: None,
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Nanoseconds since the Unix epoch (0 when the event carried no usable time).
+    pub fn time_ns(&self) -> i64 {
+        self.time_ns
+    }
+
+    /// The audit body, or for admission events the audit-shaped view of the review.
+    pub fn json(&self) -> Option<&Json> {
+        match &self.payload {
+            Payload::Json(j) => Some(j.full()),
+            Payload::Syscall(_) => None,
+        }
+    }
+
+    pub(crate) fn body(&self) -> Option<&Body> {
+        match &self.payload {
+            Payload::Json(j) => Some(j),
+            Payload::Syscall(_) => None,
+        }
+    }
+
+    /// The typed payload of a syscall event.
+    pub fn syscall(&self) -> Option<&SyscallEvent> {
+        match &self.payload {
+            Payload::Syscall(s) => Some(s),
+            Payload::Json(_) => None,
+        }
+    }
+
+    /// The value of a resolved field (see [`crate::fields::resolve`]) on this event.
+    pub fn field<'e>(&'e self, f: &'e crate::fields::FieldRef) -> crate::Value<'e> {
+        f.extract(self)
+    }
+
+    /// Attaches the `session.*` fields.
+    pub fn set_session(&mut self, s: SessionFields) {
+        self.session = Some(Arc::new(s));
+    }
+
+    pub fn session(&self) -> Option<&SessionFields> {
+        self.session.as_deref()
+    }
+
+    /// The namespace the event's target object lives in, if any (`ka.target.namespace` or
+    /// `k8s.ns.name`).
+    pub fn namespace(&self) -> Option<&str> {
+        match &self.payload {
+            Payload::Json(j) => j
+                .get("objectRef")
+                .and_then(|o| o.get("namespace"))
+                .and_then(Json::as_str),
+            Payload::Syscall(s) => (!s.k8s.ns_name.is_empty()).then_some(s.k8s.ns_name.as_str()),
+        }
+    }
+
+    /// The labels of the object the event is about: the request object's (admission/audit),
+    /// or the old object's on DELETE, or the pod's (syscall).
+    pub fn object_labels(&self) -> BTreeMap<String, String> {
+        match &self.payload {
+            Payload::Json(j) => {
+                let labels = |o: Option<&Json>| {
+                    o.and_then(|o| o.get("metadata"))
+                        .and_then(|m| m.get("labels"))
+                        .and_then(Json::as_object)
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                                .collect::<BTreeMap<_, _>>()
+                        })
+                };
+                labels(j.get("requestObject"))
+                    .or_else(|| labels(j.get("oldObject")))
+                    .unwrap_or_default()
+            }
+            Payload::Syscall(s) => s.k8s.pod_labels.clone(),
+        }
+    }
+
+    pub(crate) fn payload(&self) -> &Payload {
+        &self.payload
+    }
+}
+
+pub(crate) fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Checks that an object is an audit `Event`; returns what is wrong.
+pub(crate) fn check_audit_shape(obj: &Body) -> Result<(), String> {
+    if let Some(kind) = obj.get("kind") {
+        if kind.as_str() != Some("Event") {
+            return Err(format!("expected kind \"Event\", found {kind}"));
+        }
+    }
+    if let Some(av) = obj.get("apiVersion") {
+        match av.as_str() {
+            Some("audit.k8s.io/v1") | Some("audit.k8s.io/v1beta1") => {}
+            _ => {
+                return Err(format!(
+                    "unsupported apiVersion {av}: expected audit.k8s.io/v1 or audit.k8s.io/v1beta1"
+                ))
+            }
+        }
+    }
+    for key in ["verb", "stage", "auditID", "requestURI"] {
+        match obj.get(key) {
+            Some(Json::String(_)) => {}
+            Some(other) => {
+                return Err(format!(
+                    "field \"{key}\" must be a string, found {}",
+                    json_kind(other)
+                ))
+            }
+            None if key == "verb" || key == "stage" => {
+                return Err(format!("audit event has no \"{key}\""))
+            }
+            None => {}
+        }
+    }
+    if let Some(o) = obj.get("objectRef") {
+        if !o.is_object() {
+            return Err(format!(
+                "field \"objectRef\" must be an object, found {}",
+                json_kind(o)
+            ));
+        }
+    }
+    if let Some(u) = obj.get("user") {
+        if !u.is_object() {
+            return Err(format!(
+                "field \"user\" must be an object, found {}",
+                json_kind(u)
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Parses an RFC 3339 timestamp to nanoseconds since the epoch.
+pub(crate) fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+fn audit_time_ns(v: &Body) -> i64 {
+    ["stageTimestamp", "requestReceivedTimestamp"]
+        .iter()
+        .filter_map(|k| v.get_key(k).and_then(Json::as_str))
+        .find_map(parse_rfc3339_ns)
+        .unwrap_or(0)
+}
+
+/// Rewrites an AdmissionReview into an audit-shaped body.
+fn admission_to_audit(v: &Json) -> Result<Json, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("expected an AdmissionReview object, found {}", json_kind(v)))?;
+    match obj.get("kind").and_then(Json::as_str) {
+        Some("AdmissionReview") => {}
+        Some(other) => {
+            return Err(format!(
+                "expected kind \"AdmissionReview\", found \"{other}\""
+            ))
+        }
+        None => return Err("AdmissionReview has no \"kind\"".to_string()),
+    }
+    let api_version = match obj.get("apiVersion").and_then(Json::as_str) {
+        Some(av @ ("admission.k8s.io/v1" | "admission.k8s.io/v1beta1")) => av,
+        Some(other) => {
+            return Err(format!(
+                "unsupported AdmissionReview apiVersion \"{other}\": expected admission.k8s.io/v1 or admission.k8s.io/v1beta1"
+            ))
+        }
+        None => return Err("AdmissionReview has no \"apiVersion\"".to_string()),
+    };
+    let req = obj
+        .get("request")
+        .ok_or_else(|| "AdmissionReview has no \"request\"".to_string())?
+        .as_object()
+        .ok_or_else(|| "AdmissionReview \"request\" must be an object".to_string())?;
+    let s = |k: &str| -> Result<Option<&str>, String> {
+        match req.get(k) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(format!(
+                "request.{k} must be a string, found {}",
+                json_kind(other)
+            )),
+        }
+    };
+    let uid = s("uid")?.ok_or_else(|| "AdmissionReview request has no \"uid\"".to_string())?;
+    let operation = s("operation")?
+        .ok_or_else(|| "AdmissionReview request has no \"operation\"".to_string())?;
+    if !matches!(operation, "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
+        return Err(format!(
+            "request.operation \"{operation}\" is not one of CREATE, UPDATE, DELETE, CONNECT"
+        ));
+    }
+    let resource = req
+        .get("resource")
+        .and_then(Json::as_object)
+        .ok_or_else(|| "AdmissionReview request has no \"resource\" object".to_string())?;
+    let res_name = resource
+        .get("resource")
+        .and_then(Json::as_str)
+        .ok_or_else(|| "request.resource has no \"resource\" string".to_string())?;
+    let group = resource.get("group").and_then(Json::as_str).unwrap_or("");
+    let version = resource.get("version").and_then(Json::as_str).unwrap_or("");
+    let subresource = s("subResource")?.filter(|x| !x.is_empty());
+    let namespace = s("namespace")?.filter(|x| !x.is_empty());
+    let name = s("name")?.filter(|x| !x.is_empty());
+    let user = match req.get("userInfo") {
+        Some(u @ Json::Object(_)) => u.clone(),
+        None | Some(Json::Null) => Json::Object(Map::new()),
+        Some(other) => {
+            return Err(format!(
+                "request.userInfo must be an object, found {}",
+                json_kind(other)
+            ))
+        }
+    };
+    let object = req.get("object").filter(|o| !o.is_null());
+    let options = req.get("options").filter(|o| !o.is_null());
+
+    let mut object_ref = Map::new();
+    object_ref.insert("resource".into(), Json::from(res_name));
+    if let Some(ns) = namespace {
+        object_ref.insert("namespace".into(), Json::from(ns));
+    }
+    let name = name.or_else(|| {
+        object
+            .and_then(|o| o.get("metadata"))
+            .and_then(|m| m.get("name"))
+            .and_then(Json::as_str)
+    });
+    if let Some(n) = name {
+        object_ref.insert("name".into(), Json::from(n));
+    }
+    object_ref.insert("apiGroup".into(), Json::from(group));
+    object_ref.insert("apiVersion".into(), Json::from(version));
+    if let Some(sr) = subresource {
+        object_ref.insert("subresource".into(), Json::from(sr));
+    }
+
+    let mut uri = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    if let Some(ns) = namespace {
+        uri.push_str("/namespaces/");
+        uri.push_str(ns);
+    }
+    uri.push('/');
+    uri.push_str(res_name);
+    if let Some(n) = name {
+        uri.push('/');
+        uri.push_str(n);
+    }
+    if let Some(sr) = subresource {
+        uri.push('/');
+        uri.push_str(sr);
+    }
+    if operation == "CONNECT" {
+        // The API server sends the Pod*Options as `object`; older clients of this code path
+        // (and some test doubles) put them in `options`.
+        if let Some(Json::Object(opts)) = object.or(options) {
+            let mut q = Vec::new();
+            for (k, v) in opts {
+                if k == "kind" || k == "apiVersion" {
+                    continue;
+                }
+                match v {
+                    Json::Array(items) => {
+                        for it in items {
+                            q.push(format!("{}={}", k, query_escape(&scalar_text(it))));
+                        }
+                    }
+                    Json::Null | Json::Object(_) => {}
+                    other => q.push(format!("{}={}", k, query_escape(&scalar_text(other)))),
+                }
+            }
+            if !q.is_empty() {
+                uri.push('?');
+                uri.push_str(&q.join("&"));
+            }
+        }
+    }
+
+    let mut out = Map::new();
+    out.insert("kind".into(), Json::from("Event"));
+    out.insert("apiVersion".into(), Json::from("audit.k8s.io/v1"));
+    out.insert("level".into(), Json::from("RequestResponse"));
+    out.insert("auditID".into(), Json::from(uid));
+    out.insert("stage".into(), Json::from("Admission"));
+    out.insert("requestURI".into(), Json::from(uri));
+    out.insert("verb".into(), Json::from(operation.to_ascii_lowercase()));
+    out.insert("user".into(), user);
+    out.insert("objectRef".into(), Json::Object(object_ref));
+    if let Some(o) = object.or(options) {
+        out.insert("requestObject".into(), o.clone());
+    }
+    if let Some(o) = req.get("oldObject").filter(|o| !o.is_null()) {
+        out.insert("oldObject".into(), o.clone());
+    }
+    // Tether's own keys, outside audit.k8s.io's schema, for the webhook's answer.
+    let mut adm = Map::new();
+    adm.insert("apiVersion".into(), Json::from(api_version));
+    adm.insert("uid".into(), Json::from(uid));
+    adm.insert("operation".into(), Json::from(operation));
+    if let Some(d) = req.get("dryRun") {
+        adm.insert("dryRun".into(), d.clone());
+    }
+    out.insert("tetherAdmission".into(), Json::Object(adm));
+    Ok(Json::Object(out))
+}
+
+fn scalar_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes a query value the way Go's `url.QueryEscape` does.
+pub(crate) fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn review(op: &str, object: Json, options: Json) -> Json {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "operation": op,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "subResource": if op == "CONNECT" { json!("exec") } else { Json::Null },
+                "namespace": "prod", "name": "web-0",
+                "userInfo": {"username": "alice", "groups": ["dev"]},
+                "object": object, "options": options
+            }
+        })
+    }
+
+    #[test]
+    fn admission_create_reads_like_audit() {
+        let ev = Event::from_admission_review(review(
+            "CREATE",
+            json!({"metadata": {"name": "web-0", "labels": {"app": "web"}}}),
+            Json::Null,
+        ))
+        .unwrap();
+        let j = ev.json().unwrap();
+        assert_eq!(ev.source(), Source::K8sAdmission);
+        assert_eq!(j["verb"], "create");
+        assert_eq!(j["stage"], "Admission");
+        assert_eq!(j["user"]["username"], "alice");
+        assert_eq!(j["objectRef"]["namespace"], "prod");
+        assert_eq!(j["requestURI"], "/api/v1/namespaces/prod/pods/web-0");
+        assert_eq!(
+            ev.object_labels().get("app").map(String::as_str),
+            Some("web")
+        );
+    }
+
+    #[test]
+    fn admission_connect_exec_puts_command_in_uri() {
+        let ev = Event::from_admission_review(review(
+            "CONNECT",
+            Json::Null,
+            json!({"kind": "PodExecOptions", "command": ["sh", "-c", "id; ls"], "stdin": true}),
+        ))
+        .unwrap();
+        let j = ev.json().unwrap();
+        assert_eq!(j["verb"], "connect");
+        assert_eq!(
+            j["requestURI"],
+            "/api/v1/namespaces/prod/pods/web-0/exec?command=sh&command=-c&command=id%3B+ls&stdin=true"
+        );
+        assert_eq!(j["requestObject"]["kind"], "PodExecOptions");
+    }
+
+    #[test]
+    fn admission_errors_name_what_is_wrong() {
+        let e = Event::from_admission_review(
+            json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no \"request\""), "{e}");
+        let e = Event::from_admission_review(
+            json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v2", "request": {}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unsupported AdmissionReview apiVersion"),
+            "{e}"
+        );
+        let mut r = review("PATCH", Json::Null, Json::Null);
+        r["request"]["operation"] = json!("PATCH");
+        let e = Event::from_admission_review(r).unwrap_err();
+        assert!(e.to_string().contains("not one of CREATE"), "{e}");
+    }
+
+    #[test]
+    fn audit_time_and_shape() {
+        let ev = Event::from_audit_value(json!({
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete", "verb": "get",
+            "stageTimestamp": "2024-01-02T03:04:05.123456789Z"
+        }))
+        .unwrap();
+        assert_eq!(ev.time_ns(), 1_704_164_645_123_456_789);
+        let e = Event::from_audit_value(json!({"kind": "Event", "stage": 3, "verb": "get"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("\"stage\" must be a string"), "{e}");
+        let e = Event::from_audit_value(json!([1])).unwrap_err();
+        assert!(e.to_string().contains("found an array"), "{e}");
+    }
+}

@@ -1,0 +1,653 @@
+//! Rule sets: loading Falco rules files, compiling them, and evaluating events.
+//!
+//! Loading follows Falco: files are read in order; `append: true` and `override:` change
+//! earlier definitions; a rule/macro/list defined again in a later file replaces the earlier
+//! one; unknown keys and unknown top-level items are warnings; `required_plugin_versions` is
+//! ignored with a warning. Every error names `FILE:LINE:COL`, the item and what is wrong, and
+//! nothing loads while there is one.
+
+mod compile;
+mod eval;
+mod loader;
+mod types;
+pub(crate) mod yaml;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+pub use loader::{parse_duration, ENGINE_VERSION};
+pub use types::{
+    ActionKind, ItemRef, LabelExpression, LabelSelector, LoadError, LoadErrors, LoadWarning, Match,
+    Mode, Priority, RuleInfo, Scope, SequenceInfo, TetherSettings, UnknownPriority,
+};
+
+use compile::{Compiler, Expr};
+use loader::Loaded;
+
+use crate::condition;
+use crate::event::{Event, Payload};
+use crate::fields::{self, FieldId};
+use crate::output::Template;
+use crate::source::Source;
+
+/// The embedded `policies/library/**/*.yaml` files, in sorted path order.
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/library.rs"));
+}
+
+/// A loaded, compiled, immutable set of rules. Share it as `Arc<RuleSet>`; reload by
+/// building a new one.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Arc<RuleInfo>>,
+    compiled: Vec<Compiled>,
+    sequences: Vec<Arc<SequenceInfo>>,
+    warnings: Vec<LoadWarning>,
+    syscall: Index,
+    audit: Index,
+    admission: Index,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    expr: Expr,
+    output: Template,
+}
+
+/// Which rules can match an event, by the value of one or two key fields.
+#[derive(Debug, Default)]
+struct Index {
+    /// Rules that no key narrows.
+    any: Vec<u32>,
+    key1: Option<FieldId>,
+    by_key1: HashMap<String, Vec<u32>>,
+    key2: Option<FieldId>,
+    by_key2: HashMap<String, Vec<u32>>,
+}
+
+impl Index {
+    fn new(key1: Option<FieldId>, key2: Option<FieldId>) -> Self {
+        Index {
+            key1,
+            key2,
+            ..Default::default()
+        }
+    }
+
+    fn add(&mut self, i: u32, e: &Expr) {
+        if let Some(k) = self.key1 {
+            if let Some(vals) = compile::possible_values(e, k) {
+                for v in vals {
+                    self.by_key1.entry(v).or_default().push(i);
+                }
+                return;
+            }
+        }
+        if let Some(k) = self.key2 {
+            if let Some(vals) = compile::possible_values(e, k) {
+                for v in vals {
+                    self.by_key2.entry(v).or_default().push(i);
+                }
+                return;
+            }
+        }
+        self.any.push(i);
+    }
+
+    /// The candidate rules for an event, in rule order.
+    fn candidates(&self, ev: &Event, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.any);
+        for (key, map) in [(self.key1, &self.by_key1), (self.key2, &self.by_key2)] {
+            let Some(k) = key else { continue };
+            if map.is_empty() {
+                continue;
+            }
+            if let Some(list) = key_value(ev, k).and_then(|v| map.get(v)) {
+                out.extend_from_slice(list);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+/// The text of an index key field, without allocating.
+fn key_value(ev: &Event, k: FieldId) -> Option<&str> {
+    let name = k.def().name;
+    match ev.payload() {
+        Payload::Syscall(s) if name == "evt.type" => Some(s.evt_type.as_str()),
+        Payload::Json(j) => match name {
+            "ka.target.resource" => j.get("objectRef")?.get("resource")?.as_str(),
+            "ka.verb" => j.get("verb")?.as_str(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl RuleSet {
+    /// Loads rules files in the given order (Falco's load order: later files append to or
+    /// override earlier ones).
+    pub fn load(paths: &[impl AsRef<Path>]) -> Result<RuleSet, LoadErrors> {
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        // A directory stands for its *.yaml / *.yml files in name order, as in Falco.
+        let mut expanded = Vec::new();
+        for p in paths {
+            let p = p.as_ref();
+            if p.is_dir() {
+                match std::fs::read_dir(p) {
+                    Ok(rd) => {
+                        let mut inner: Vec<std::path::PathBuf> = rd
+                            .flatten()
+                            .map(|e| e.path())
+                            .filter(|f| {
+                                f.is_file()
+                                    && f.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                            })
+                            .collect();
+                        inner.sort();
+                        expanded.extend(inner);
+                    }
+                    Err(e) => errors.push(LoadError {
+                        file: p.display().to_string(),
+                        line: 1,
+                        col: 1,
+                        item: None,
+                        message: format!("cannot read the directory: {e}"),
+                    }),
+                }
+            } else {
+                expanded.push(p.to_path_buf());
+            }
+        }
+        for p in &expanded {
+            let name = p.display().to_string();
+            match std::fs::read(p) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => files.push((name, text)),
+                    Err(e) => errors.push(LoadError {
+                        file: name,
+                        line: 1,
+                        col: 1,
+                        item: None,
+                        message: format!(
+                            "the file is not UTF-8 text (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ),
+                    }),
+                },
+                Err(e) => errors.push(LoadError {
+                    file: name,
+                    line: 1,
+                    col: 1,
+                    item: None,
+                    message: format!("cannot read the file: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
+        Self::from_texts(&files)
+    }
+
+    /// Loads rules from `(name, yaml)` pairs, in order.
+    pub fn from_texts(files: &[(String, String)]) -> Result<RuleSet, LoadErrors> {
+        let mut loaded = Loaded::default();
+        for (name, text) in files {
+            loaded.add_file(name, text);
+        }
+        build(loaded)
+    }
+
+    /// The rules under `policies/library/`, embedded at build time. When they fail to load
+    /// (a build that would fail its own tests), the set is empty and the errors are in
+    /// [`RuleSet::warnings`].
+    pub fn bundled_library() -> RuleSet {
+        match Self::try_bundled_library() {
+            Ok(r) => r,
+            Err(errs) => {
+                for e in errs.iter() {
+                    tracing::error!(error = %e, "bundled rule library failed to load");
+                }
+                let warnings = errs
+                    .0
+                    .into_iter()
+                    .map(|e| LoadWarning {
+                        file: e.file,
+                        line: e.line,
+                        col: e.col,
+                        item: e.item,
+                        message: format!("bundled library not loaded: {}", e.message),
+                    })
+                    .collect();
+                RuleSet {
+                    warnings,
+                    ..RuleSet::empty()
+                }
+            }
+        }
+    }
+
+    /// The bundled library, or why it does not load.
+    pub fn try_bundled_library() -> Result<RuleSet, LoadErrors> {
+        let files: Vec<(String, String)> = bundled_files()
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        Self::from_texts(&files)
+    }
+
+    /// A set with no rules.
+    pub fn empty() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            compiled: Vec::new(),
+            sequences: Vec::new(),
+            warnings: Vec::new(),
+            syscall: Index::default(),
+            audit: Index::default(),
+            admission: Index::default(),
+        }
+    }
+
+    /// Every enabled rule that matches the event, in load order. Audit events run the
+    /// `k8s_audit` rules; admission events run the `k8s_admission` rules and the `k8s_audit`
+    /// rules with `tether.admission: true`; syscall events run the `syscall` rules.
+    pub fn evaluate(&self, ev: &Event) -> Vec<Match> {
+        let index = match ev.source() {
+            Source::Syscall => &self.syscall,
+            Source::K8sAudit => &self.audit,
+            Source::K8sAdmission => &self.admission,
+        };
+        let mut cands = Vec::new();
+        index.candidates(ev, &mut cands);
+        let mut out = Vec::new();
+        for i in cands {
+            let i = i as usize;
+            let (Some(c), Some(r)) = (self.compiled.get(i), self.rules.get(i)) else {
+                continue;
+            };
+            if eval::eval(&c.expr, ev) {
+                let (output, output_fields) = c.output.render(ev);
+                out.push(Match {
+                    rule: Arc::clone(r),
+                    output,
+                    output_fields,
+                });
+            }
+        }
+        out
+    }
+
+    /// Every rule (enabled or not), in load order.
+    pub fn rules(&self) -> &[Arc<RuleInfo>] {
+        &self.rules
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Arc<RuleInfo>> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    pub fn sequences(&self) -> &[Arc<SequenceInfo>] {
+        &self.sequences
+    }
+
+    pub fn warnings(&self) -> &[LoadWarning] {
+        &self.warnings
+    }
+}
+
+/// The embedded library files: `(path relative to policies/, yaml)`, sorted by path.
+pub fn bundled_files() -> &'static [(&'static str, &'static str)] {
+    bundled::FILES
+}
+
+fn build(loaded: Loaded) -> Result<RuleSet, LoadErrors> {
+    let mut errors = loaded.errors.clone();
+    let mut warnings = loaded.warnings.clone();
+    let mut cx = Compiler::new(&loaded);
+
+    let mut rules = Vec::new();
+    let mut compiled = Vec::new();
+    for def in &loaded.rules.items {
+        let item = ItemRef {
+            kind: "rule",
+            name: def.name.clone(),
+        };
+        let text = def.cond.joined();
+        let cond_text = text.clone();
+        let ast = match condition::parse(&text) {
+            Ok(a) => a,
+            Err(e) => {
+                cx.cond_error(
+                    &def.cond,
+                    e.offset,
+                    item,
+                    format!("invalid condition: {}", e.message),
+                );
+                continue;
+            }
+        };
+        let before = cx.errors.len();
+        let expr = match cx.expr(&ast) {
+            Ok(e) => e,
+            Err(e) => {
+                if e.unknown_field && def.skip_if_unknown_filter {
+                    let (f, l, c) = def.cond.locate(&loaded.files, e.pos);
+                    warnings.push(LoadWarning {
+                        file: loaded
+                            .files
+                            .get(f)
+                            .map_or_else(String::new, |x| x.name.clone()),
+                        line: l,
+                        col: c,
+                        item: Some(item),
+                        message: format!(
+                            "rule skipped (skip-if-unknown-filter): {}",
+                            e.message.unwrap_or_default()
+                        ),
+                    });
+                    cx.errors.truncate(before);
+                } else if let Some(m) = e.message {
+                    cx.cond_error(&def.cond, e.pos, item, m);
+                }
+                continue;
+            }
+        };
+        let expr = match cx.exceptions(&def.exceptions, &def.name) {
+            Ok(Some(exc)) => Expr::And(vec![expr, Expr::Not(Box::new(exc))]),
+            Ok(None) => expr,
+            Err(()) => continue,
+        };
+        // Every field must be one the rule's source provides.
+        let mut used = Vec::new();
+        compile::fields_of(&expr, &mut used);
+        let output = match Template::compile(&def.output) {
+            Ok(t) => t,
+            Err(e) => {
+                cx.error_at(
+                    def.output_file,
+                    def.output_mark.line,
+                    def.output_mark.col,
+                    Some(item),
+                    e.message,
+                );
+                continue;
+            }
+        };
+        let mut bad = false;
+        let sources: &[Source] = if def.tether.admission {
+            &[Source::K8sAudit, Source::K8sAdmission]
+        } else {
+            std::slice::from_ref(&def.source)
+        };
+        for (id, text) in used
+            .iter()
+            .cloned()
+            .chain(output.fields().map(|f| (f.id, f.text.clone())))
+        {
+            let d = id.def();
+            if let Some(s) = sources.iter().find(|s| !field_available(d.sources, **s)) {
+                let from = d
+                    .sources
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // Point at the field in the rule's own condition when it is written there.
+                match cond_text.find(text.as_str()) {
+                    Some(off) => {
+                        let m = format!("field \"{text}\" is not available for source {s} (it comes from {from})");
+                        cx.cond_error(&def.cond, off, item.clone(), m);
+                    }
+                    None => {
+                        let m = format!("field \"{text}\" is not available for source {s} (it comes from {from}); it is used in a macro, the output or an exception");
+                        cx.error_at(def.file, def.mark.line, def.mark.col, Some(item.clone()), m);
+                    }
+                }
+                bad = true;
+                break;
+            }
+        }
+        if bad {
+            continue;
+        }
+        rules.push(Arc::new(RuleInfo {
+            name: def.name.clone(),
+            desc: def.desc.clone(),
+            source: def.source,
+            priority: def.priority,
+            tags: def.tags.clone(),
+            enabled: def.enabled,
+            tether: def.tether.clone(),
+            condition: text,
+            output: def.output.clone(),
+            file: loaded
+                .files
+                .get(def.file)
+                .map_or_else(String::new, |f| f.name.clone()),
+            line: def.mark.line,
+        }));
+        compiled.push(Compiled { expr, output });
+    }
+
+    // Macros no rule uses are still checked, so a broken macro is found before it is used.
+    let unused_macros: Vec<&loader::MacroDef> = loaded
+        .macros
+        .items
+        .iter()
+        .filter(|m| !cx.used_macros.contains(&m.name))
+        .collect();
+    for m in &loaded.macros.items {
+        let _ = cx.macro_expr(&m.name);
+    }
+    for m in unused_macros {
+        warnings.push(LoadWarning {
+            file: loaded
+                .files
+                .get(m.file)
+                .map_or_else(String::new, |f| f.name.clone()),
+            line: m.mark.line,
+            col: m.mark.col,
+            item: Some(ItemRef {
+                kind: "macro",
+                name: m.name.clone(),
+            }),
+            message: "macro is not used by any rule".to_string(),
+        });
+    }
+    for l in &loaded.lists.items {
+        if !cx.used_lists.contains(&l.name) {
+            warnings.push(LoadWarning {
+                file: loaded
+                    .files
+                    .get(l.file)
+                    .map_or_else(String::new, |f| f.name.clone()),
+                line: l.mark.line,
+                col: l.mark.col,
+                item: Some(ItemRef {
+                    kind: "list",
+                    name: l.name.clone(),
+                }),
+                message: "list is not used by any rule or macro".to_string(),
+            });
+        }
+    }
+
+    // Sequences: step rules must exist; `by` fields must be registered.
+    let mut sequences = Vec::new();
+    let rule_names: HashSet<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    for s in &loaded.sequences.items {
+        let item = ItemRef {
+            kind: "sequence",
+            name: s.name.clone(),
+        };
+        let mut ok = true;
+        for (step, m) in &s.steps {
+            if !rule_names.contains(step.as_str()) {
+                cx.error_at(
+                    s.file,
+                    m.line,
+                    m.col,
+                    Some(item.clone()),
+                    format!("step \"{step}\" is not a loaded rule"),
+                );
+                ok = false;
+            }
+        }
+        for (f, m) in &s.by {
+            let (name, arg) = match f.find('[') {
+                Some(i) if f.ends_with(']') => (&f[..i], Some(&f[i + 1..f.len() - 1])),
+                _ => (f.as_str(), None),
+            };
+            if let Err(e) = fields::resolve(name, arg) {
+                cx.error_at(
+                    s.file,
+                    m.line,
+                    m.col,
+                    Some(item.clone()),
+                    format!("\"by\": {e}"),
+                );
+                ok = false;
+            }
+        }
+        if let Err(e) = Template::compile(&s.output) {
+            cx.error_at(
+                s.file,
+                s.mark.line,
+                s.mark.col,
+                Some(item.clone()),
+                e.message,
+            );
+            ok = false;
+        }
+        if ok {
+            sequences.push(Arc::new(SequenceInfo {
+                name: s.name.clone(),
+                desc: s.desc.clone(),
+                by: s.by.iter().map(|(f, _)| f.clone()).collect(),
+                within: s.within,
+                steps: s.steps.iter().map(|(f, _)| f.clone()).collect(),
+                priority: s.priority,
+                tags: s.tags.clone(),
+                enabled: s.enabled,
+                output: s.output.clone(),
+                tether: s.tether.clone(),
+                file: loaded
+                    .files
+                    .get(s.file)
+                    .map_or_else(String::new, |f| f.name.clone()),
+                line: s.mark.line,
+            }));
+        }
+    }
+
+    errors.append(&mut cx.errors);
+    if !errors.is_empty() {
+        // Report in file, then position order, each problem once.
+        let order: BTreeMap<&str, usize> = loaded
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), i))
+            .collect();
+        errors.sort_by_key(|e| {
+            (
+                order.get(e.file.as_str()).copied().unwrap_or(usize::MAX),
+                e.line,
+                e.col,
+            )
+        });
+        errors.dedup();
+        return Err(LoadErrors(errors));
+    }
+
+    let evt_type = fields::lookup("evt.type");
+    let mut syscall = Index::new(evt_type, None);
+    let mut audit = Index::new(
+        fields::lookup("ka.target.resource"),
+        fields::lookup("ka.verb"),
+    );
+    let mut admission = Index::new(
+        fields::lookup("ka.target.resource"),
+        fields::lookup("ka.verb"),
+    );
+    for (i, (r, c)) in rules.iter().zip(&compiled).enumerate() {
+        if !r.enabled {
+            continue;
+        }
+        let Ok(i) = u32::try_from(i) else { break };
+        match r.source {
+            Source::Syscall => syscall.add(i, &c.expr),
+            Source::K8sAudit => {
+                audit.add(i, &c.expr);
+                if r.tether.admission {
+                    admission.add(i, &c.expr);
+                }
+            }
+            Source::K8sAdmission => admission.add(i, &c.expr),
+        }
+    }
+    Ok(RuleSet {
+        rules,
+        compiled,
+        sequences,
+        warnings,
+        syscall,
+        audit,
+        admission,
+    })
+}
+
+fn field_available(sources: &[Source], s: Source) -> bool {
+    sources.contains(&s)
+}
+
+/// Converts a JSON value to an event of the kind it looks like (audit event or
+/// AdmissionReview). Convenience for tests and tools.
+pub fn event_from_json(v: Json) -> Result<Event, crate::InputError> {
+    match v.get("kind").and_then(Json::as_str) {
+        Some("AdmissionReview") => Event::from_admission_review(v),
+        _ => Event::from_audit_value(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        assert_send_sync::<RuleSet>();
+        assert_send_sync::<Event>();
+        assert_send_sync::<crate::Alert>();
+        assert_send_sync::<Match>();
+    }
+
+    #[test]
+    fn bundled_library_loads_clean() {
+        assert!(!bundled_files().is_empty());
+        let mut names: Vec<&str> = bundled_files().iter().map(|(n, _)| *n).collect();
+        let sorted = {
+            let mut s = names.clone();
+            s.sort_unstable();
+            s
+        };
+        assert_eq!(names, sorted, "embedded in sorted path order");
+        names.dedup();
+        if let Err(e) = RuleSet::try_bundled_library() {
+            panic!("the bundled library does not load:\n{e}");
+        }
+        assert!(RuleSet::bundled_library()
+            .warnings()
+            .iter()
+            .all(|w| !w.message.starts_with("bundled library not loaded")));
+    }
+}

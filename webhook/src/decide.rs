@@ -1,0 +1,308 @@
+//! From rule hits to the admission answer, per DESIGN.md "Modes and rollout".
+//!
+//! - A hit of an `enforce` rule inside its scope denies (`allowed: false`, 403) with a
+//!   message naming every enforcing rule and its rendered output — unless the webhook runs
+//!   detect-only.
+//! - Every other hit allows, with a warning per rule and the rule names in the
+//!   `detect` audit annotation.
+//! - Whatever the outcome, the decision records what enforcement would have answered:
+//!   a denial by every matching rule whose scope covers the review, were it (and the
+//!   global switch) set to enforce — as `policies::decision` defines it.
+
+use std::collections::BTreeMap;
+
+use engine::{AdmissionDecision, DecisionOutcome, RuleVerdict};
+
+use crate::review::{AdmissionResponse, ReviewRequest};
+use crate::rules::{RuleHit, RuleMode};
+
+/// Kubernetes shows warnings of up to 256 characters whole.
+const MAX_WARNING_CHARS: usize = 256;
+
+/// How the webhook answers reviews it could not evaluate (internal error, budget overrun,
+/// rules not loaded yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailureMode {
+    Allow,
+    Deny,
+}
+
+impl FailureMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// The answer and its record.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub response: AdmissionResponse,
+    /// The answer enforcement of every matching rule would have sent.
+    pub would_response: AdmissionResponse,
+    pub decision: AdmissionDecision,
+}
+
+fn truncate(s: String, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
+}
+
+fn deny_message(hits: &[&RuleHit]) -> String {
+    let parts: Vec<String> = hits
+        .iter()
+        .map(|h| format!("rule {:?}: {}", h.rule, h.output))
+        .collect();
+    format!("denied by tether: {}", parts.join("; "))
+}
+
+fn rule_names(hits: &[&RuleHit]) -> String {
+    hits.iter()
+        .map(|h| h.rule.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The effective mode of a hit.
+pub fn effective_mode(hit: &RuleHit, detect_only: bool) -> RuleMode {
+    if hit.mode == RuleMode::Enforce && hit.in_scope && !detect_only {
+        RuleMode::Enforce
+    } else {
+        RuleMode::Detect
+    }
+}
+
+fn base_decision(req: &ReviewRequest, now_ns: i64) -> AdmissionDecision {
+    AdmissionDecision {
+        time_ns: now_ns,
+        request_uid: req.uid.clone(),
+        user: req.username.clone(),
+        operation: req.operation.as_str().to_string(),
+        resource: req.resource.clone(),
+        subresource: req.subresource.clone(),
+        namespace: req.namespace.clone(),
+        name: req.name.clone(),
+        outcome: DecisionOutcome::Allow,
+        would_outcome: DecisionOutcome::Allow,
+        rules: Vec::new(),
+        message: None,
+    }
+}
+
+/// Decides a review from its rule hits.
+pub fn decide(req: &ReviewRequest, hits: &[RuleHit], detect_only: bool, now_ns: i64) -> Decided {
+    let mut enforced: Vec<&RuleHit> = Vec::new();
+    let mut detected: Vec<&RuleHit> = Vec::new();
+    for hit in hits {
+        match effective_mode(hit, detect_only) {
+            RuleMode::Enforce => enforced.push(hit),
+            RuleMode::Detect => detected.push(hit),
+        }
+    }
+    let all: Vec<&RuleHit> = hits.iter().filter(|h| h.in_scope).collect();
+    let would_response = if all.is_empty() {
+        AdmissionResponse::allow(&req.uid)
+    } else {
+        AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(&all))
+    };
+    let mut response = if enforced.is_empty() {
+        AdmissionResponse::allow(&req.uid)
+    } else {
+        AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(&enforced))
+    };
+    response.warnings = detected
+        .iter()
+        .map(|h| {
+            truncate(
+                format!("tether detect: rule {:?}: {}", h.rule, h.output),
+                MAX_WARNING_CHARS,
+            )
+        })
+        .collect();
+    let mut annotations = BTreeMap::new();
+    if !detected.is_empty() {
+        annotations.insert("detect".to_string(), rule_names(&detected));
+    }
+    if !enforced.is_empty() {
+        annotations.insert("deny".to_string(), rule_names(&enforced));
+    }
+    response.audit_annotations = annotations;
+
+    let mut decision = base_decision(req, now_ns);
+    decision.outcome = if enforced.is_empty() {
+        DecisionOutcome::Allow
+    } else {
+        DecisionOutcome::Deny
+    };
+    decision.would_outcome = if all.is_empty() {
+        DecisionOutcome::Allow
+    } else {
+        DecisionOutcome::Deny
+    };
+    decision.rules = hits
+        .iter()
+        .map(|h| RuleVerdict {
+            rule: h.rule.clone(),
+            mode: effective_mode(h, detect_only).as_str().to_string(),
+            output: h.output.clone(),
+        })
+        .collect();
+    decision.message = response
+        .status
+        .as_ref()
+        .or(would_response.status.as_ref())
+        .map(|s| s.message.clone());
+    Decided {
+        response,
+        would_response,
+        decision,
+    }
+}
+
+/// The answer to a review that could not be evaluated (`why`), per the failure mode.
+pub fn failed(req: &ReviewRequest, why: &str, mode: FailureMode, now_ns: i64) -> Decided {
+    let message = format!("tether could not evaluate this request: {why}");
+    let response = match mode {
+        FailureMode::Allow => {
+            let mut r = AdmissionResponse::allow(&req.uid);
+            r.warnings = vec![truncate(
+                format!("{message}; allowed by failure mode"),
+                MAX_WARNING_CHARS,
+            )];
+            r
+        }
+        FailureMode::Deny => AdmissionResponse::deny(
+            &req.uid,
+            500,
+            "InternalError",
+            format!("{message}; denied by failure mode"),
+        ),
+    };
+    let mut response = response;
+    response
+        .audit_annotations
+        .insert("error".to_string(), why.to_string());
+    let mut decision = base_decision(req, now_ns);
+    decision.outcome = DecisionOutcome::Error;
+    decision.would_outcome = DecisionOutcome::Error;
+    decision.message = Some(message);
+    Decided {
+        would_response: response.clone(),
+        response,
+        decision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::Operation;
+
+    fn req() -> ReviewRequest {
+        ReviewRequest {
+            uid: "u1".into(),
+            operation: Operation::Create,
+            group: String::new(),
+            resource: "pods".into(),
+            subresource: None,
+            kind: "Pod".into(),
+            namespace: Some("prod".into()),
+            name: Some("p".into()),
+            username: "alice".into(),
+            user_uid: None,
+            groups: vec![],
+            dry_run: false,
+        }
+    }
+
+    fn hit(rule: &str, mode: RuleMode, in_scope: bool) -> RuleHit {
+        RuleHit {
+            rule: rule.into(),
+            priority: "Warning".into(),
+            mode,
+            in_scope,
+            output: format!("{rule} output"),
+        }
+    }
+
+    #[test]
+    fn enforce_denies_naming_rule_and_output_detect_warns() {
+        let hits = [
+            hit("Privileged", RuleMode::Enforce, true),
+            hit("Host path", RuleMode::Detect, true),
+        ];
+        let d = decide(&req(), &hits, false, 1);
+        assert!(!d.response.allowed);
+        let status = d.response.status.as_ref().unwrap();
+        assert_eq!(status.code, 403);
+        assert!(status
+            .message
+            .contains("rule \"Privileged\": Privileged output"));
+        assert!(!status.message.contains("Host path"));
+        assert_eq!(d.response.warnings.len(), 1);
+        assert!(d.response.warnings[0].contains("Host path"));
+        assert_eq!(d.response.audit_annotations["detect"], "Host path");
+        assert_eq!(d.response.audit_annotations["deny"], "Privileged");
+        assert_eq!(d.decision.outcome, DecisionOutcome::Deny);
+        assert_eq!(d.decision.rules[0].mode, "enforce");
+        assert_eq!(d.decision.rules[1].mode, "detect");
+    }
+
+    #[test]
+    fn detect_only_and_out_of_scope_allow_but_record_the_would_be_denial() {
+        let hits = [hit("Privileged", RuleMode::Enforce, true)];
+        let d = decide(&req(), &hits, true, 1);
+        assert!(d.response.allowed);
+        assert!(!d.would_response.allowed);
+        assert_eq!(d.decision.outcome, DecisionOutcome::Allow);
+        assert_eq!(d.decision.would_outcome, DecisionOutcome::Deny);
+        assert_eq!(d.decision.rules[0].mode, "detect");
+
+        // Outside its scope an enforcing rule only detects, and enforcement would not have
+        // denied either.
+        let hits = [hit("Privileged", RuleMode::Enforce, false)];
+        let d = decide(&req(), &hits, false, 1);
+        assert!(d.response.allowed);
+        assert_eq!(d.response.warnings.len(), 1);
+        assert_eq!(d.decision.would_outcome, DecisionOutcome::Allow);
+    }
+
+    #[test]
+    fn no_hits_allow_plainly() {
+        let d = decide(&req(), &[], false, 1);
+        assert!(d.response.allowed);
+        assert!(d.response.warnings.is_empty());
+        assert!(d.response.audit_annotations.is_empty());
+        assert_eq!(d.decision.would_outcome, DecisionOutcome::Allow);
+    }
+
+    #[test]
+    fn failure_modes() {
+        let d = failed(
+            &req(),
+            "evaluation exceeded its budget of 50ms",
+            FailureMode::Allow,
+            1,
+        );
+        assert!(d.response.allowed);
+        assert!(d.response.warnings[0].contains("budget"));
+        assert_eq!(d.decision.outcome, DecisionOutcome::Error);
+        let d = failed(&req(), "boom", FailureMode::Deny, 1);
+        assert!(!d.response.allowed);
+        assert_eq!(d.response.status.unwrap().code, 500);
+    }
+
+    #[test]
+    fn long_warnings_are_truncated() {
+        let mut h = hit("R", RuleMode::Detect, true);
+        h.output = "x".repeat(1000);
+        let d = decide(&req(), &[h], false, 1);
+        assert_eq!(d.response.warnings[0].chars().count(), MAX_WARNING_CHARS);
+    }
+}

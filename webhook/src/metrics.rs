@@ -1,0 +1,195 @@
+//! Prometheus metrics of the webhook, and the named events that bump them.
+//!
+//! Each thing worth counting is one method that logs and counts together, so a log line
+//! and its metric never disagree. Names (with the `tether_webhook_` prefix):
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `reviews_total` | `operation`, `resource`, `decision` (allow, deny, invalid, error) |
+//! | `evaluation_seconds` (histogram) | |
+//! | `rule_hits_total` | `rule`, `mode` (the effective mode: detect, enforce) |
+//! | `errors_total` | `kind` (malformed, oversize, unsupported_media_type, shed, budget, internal, not_ready, sink, decision_log, rules_reload, cert_reload) |
+//! | `sessions_total` | `kind` (exec, attach, portforward) |
+//! | `rules_generation` | successful rules loads so far |
+//! | `rules_loaded` | rules in the serving set |
+//! | `cert_generation` | successful serving-certificate loads so far |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub operation: String,
+    pub resource: String,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// Error kinds counted in `errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Malformed,
+    Oversize,
+    UnsupportedMediaType,
+    Shed,
+    Budget,
+    Internal,
+    NotReady,
+    Sink,
+    DecisionLog,
+    RulesReload,
+    CertReload,
+}
+
+impl ErrorKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Oversize => "oversize",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Shed => "shed",
+            Self::Budget => "budget",
+            Self::Internal => "internal",
+            Self::NotReady => "not_ready",
+            Self::Sink => "sink",
+            Self::DecisionLog => "decision_log",
+            Self::RulesReload => "rules_reload",
+            Self::CertReload => "cert_reload",
+        }
+    }
+}
+
+/// The webhook's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub reviews: Family<ReviewLabels, Counter>,
+    pub evaluation_seconds: Histogram,
+    pub rule_hits: Family<RuleLabels, Counter>,
+    pub errors: Family<KindLabels, Counter>,
+    pub sessions: Family<KindLabels, Counter>,
+    pub rules_generation: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub rules_loaded: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub cert_generation: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tether_webhook");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        let evaluation_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        let rule_hits = Family::<RuleLabels, Counter>::default();
+        let errors = Family::<KindLabels, Counter>::default();
+        let sessions = Family::<KindLabels, Counter>::default();
+        let rules_generation = Gauge::default();
+        let rules_loaded = Gauge::default();
+        let cert_generation = Gauge::default();
+        registry.register(
+            "reviews",
+            "Admission reviews answered, by operation, resource and decision",
+            reviews.clone(),
+        );
+        registry.register(
+            "evaluation_seconds",
+            "Time to evaluate the rules for one admission review",
+            evaluation_seconds.clone(),
+        );
+        registry.register(
+            "rule_hits",
+            "Rule matches, by rule and effective mode",
+            rule_hits.clone(),
+        );
+        registry.register("errors", "Errors, by kind", errors.clone());
+        registry.register(
+            "sessions",
+            "Exec, attach and port-forward sessions recorded, by kind",
+            sessions.clone(),
+        );
+        registry.register(
+            "rules_generation",
+            "Successful rules loads since start",
+            rules_generation.clone(),
+        );
+        registry.register(
+            "rules_loaded",
+            "Rules in the set being served",
+            rules_loaded.clone(),
+        );
+        registry.register(
+            "cert_generation",
+            "Successful serving-certificate loads since start",
+            cert_generation.clone(),
+        );
+        Self {
+            registry,
+            reviews,
+            evaluation_seconds,
+            rule_hits,
+            errors,
+            sessions,
+            rules_generation,
+            rules_loaded,
+            cert_generation,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    // --- named events ---
+
+    pub fn review_answered(&self, operation: &str, resource: &str, decision: &'static str) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                operation: operation.to_string(),
+                resource: resource.to_string(),
+                decision,
+            })
+            .inc();
+    }
+
+    pub fn rule_hit(&self, rule: &str, mode: &'static str) {
+        self.rule_hits
+            .get_or_create(&RuleLabels {
+                rule: rule.to_string(),
+                mode,
+            })
+            .inc();
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn session_recorded(&self, kind: &'static str) {
+        self.sessions.get_or_create(&KindLabels { kind }).inc();
+    }
+}

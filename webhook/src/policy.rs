@@ -1,0 +1,129 @@
+//! The rule engine behind the webhook: `policies::RuleSet` on `k8s_admission` events.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use policies::decision::scope_check;
+use policies::{Event, Mode, RuleSet, Source};
+use serde_json::{Map, Value};
+
+use crate::review::ReviewRequest;
+use crate::rules::{EvalError, RuleHit, RuleMode, Rules, RulesLoader};
+
+/// A loaded `RuleSet`, evaluated on admission reviews.
+pub struct PolicyRules {
+    set: Arc<RuleSet>,
+    admission_rules: usize,
+}
+
+impl PolicyRules {
+    pub fn new(set: RuleSet) -> Self {
+        let admission_rules = set
+            .rules()
+            .iter()
+            .filter(|r| {
+                r.source == Source::K8sAdmission
+                    || (r.source == Source::K8sAudit && r.tether.admission)
+            })
+            .count();
+        Self {
+            set: Arc::new(set),
+            admission_rules,
+        }
+    }
+}
+
+impl Rules for PolicyRules {
+    fn evaluate(
+        &self,
+        mut review: Value,
+        _request: &ReviewRequest,
+        pod_labels: Option<&Map<String, Value>>,
+    ) -> Result<Vec<RuleHit>, EvalError> {
+        if let Some(labels) = pod_labels {
+            // A CONNECT review carries PodExecOptions, not the pod: present the target
+            // pod's labels as the object's labels, so that rules and scope selectors read
+            // them as they would on the pod.
+            if let Some(Value::Object(object)) = review.pointer_mut("/request/object") {
+                let metadata = object
+                    .entry("metadata")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(m) = metadata {
+                    m.insert("labels".to_string(), Value::Object(labels.clone()));
+                }
+            }
+        }
+        let event = Event::from_admission_review(review)
+            .map_err(|e| EvalError(format!("review not usable as an event: {e}")))?;
+        let namespace = event.namespace();
+        let labels = event.object_labels();
+        Ok(self
+            .set
+            .evaluate(&event)
+            .into_iter()
+            .map(|m| {
+                let settings = &m.rule.tether;
+                // Namespace labels are not known to the webhook: a scope that selects on
+                // them leaves the event out of scope (the rule detects).
+                let scope = scope_check(&settings.scope, namespace, &labels, None);
+                RuleHit {
+                    rule: m.rule.name.clone(),
+                    priority: m.rule.priority.to_string(),
+                    mode: match settings.mode {
+                        Mode::Enforce => RuleMode::Enforce,
+                        Mode::Detect => RuleMode::Detect,
+                    },
+                    in_scope: scope.is_ok(),
+                    output: m.output,
+                }
+            })
+            .collect())
+    }
+
+    fn rule_count(&self) -> usize {
+        self.admission_rules
+    }
+}
+
+/// Loads rules files (in the order given, as Falco would), or the bundled library when no
+/// file is given.
+pub struct PolicyLoader {
+    files: Vec<PathBuf>,
+}
+
+impl PolicyLoader {
+    pub fn new(files: Vec<PathBuf>) -> Self {
+        Self { files }
+    }
+}
+
+impl RulesLoader for PolicyLoader {
+    fn load(&self) -> Result<Arc<dyn Rules>, String> {
+        if self.files.is_empty() {
+            return match RuleSet::try_bundled_library() {
+                Ok(set) => Ok(Arc::new(PolicyRules::new(set))),
+                Err(errors) => Err(format!("bundled library: {errors}")),
+            };
+        }
+        match RuleSet::load(&self.files) {
+            Ok(set) => Ok(Arc::new(PolicyRules::new(set))),
+            Err(errors) => Err(errors.to_string()),
+        }
+    }
+
+    fn watched_files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    fn describe(&self) -> String {
+        if self.files.is_empty() {
+            "bundled library".to_string()
+        } else {
+            self.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+}

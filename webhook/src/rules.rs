@@ -1,0 +1,271 @@
+//! The rule set being served, its reload on file change, and the seam to the rule engine.
+//!
+//! [`RulesHandle`] holds the current generation of loaded rules and swaps it whole on
+//! reload. A load that fails keeps the last good generation serving and records the error
+//! (log, `errors_total{kind="rules_reload"}`, `/readyz` detail) until a later load
+//! succeeds. Before the first successful load the webhook is not ready.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{ErrorKind, Metrics};
+use crate::review::ReviewRequest;
+
+/// A rule's configured mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleMode {
+    Detect,
+    Enforce,
+}
+
+impl RuleMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Detect => "detect",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
+/// One rule that matched a review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleHit {
+    pub rule: String,
+    pub priority: String,
+    /// The mode the rule is configured with.
+    pub mode: RuleMode,
+    /// Whether the review falls inside the rule's enforcement scope (namespaces, labels).
+    /// An `enforce` rule outside its scope only detects.
+    pub in_scope: bool,
+    /// The rendered output.
+    pub output: String,
+}
+
+/// Evaluation failed (an internal error, answered per the failure mode).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+/// One loaded generation of rules.
+pub trait Rules: Send + Sync + 'static {
+    /// Evaluates one admission review (the whole review JSON, moved in) whose request was
+    /// checked as `request`. `pod_labels` are the labels of the pod a CONNECT review
+    /// targets, when known.
+    fn evaluate(
+        &self,
+        review: Value,
+        request: &ReviewRequest,
+        pod_labels: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<Vec<RuleHit>, EvalError>;
+
+    /// How many rules apply at admission time.
+    fn rule_count(&self) -> usize;
+}
+
+/// Loads a generation of rules (from files, or the bundled library).
+pub trait RulesLoader: Send + Sync + 'static {
+    fn load(&self) -> Result<Arc<dyn Rules>, String>;
+    /// The files whose change triggers a reload (empty: never reloads).
+    fn watched_files(&self) -> &[PathBuf];
+    /// A short description for logs and `/readyz` (file list or "bundled library").
+    fn describe(&self) -> String;
+}
+
+/// State of the rules for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesStatus {
+    pub loaded: bool,
+    pub generation: u64,
+    pub rules: usize,
+    pub source: String,
+    pub last_error: Option<String>,
+}
+
+/// The current rules, swapped whole on reload.
+pub struct RulesHandle {
+    loader: Arc<dyn RulesLoader>,
+    current: RwLock<Option<Arc<dyn Rules>>>,
+    generation: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    fingerprint: Mutex<Option<u64>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for RulesHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesHandle")
+            .field("source", &self.loader.describe())
+            .field("generation", &self.generation.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+/// A hash of the watched files' contents; a missing file hashes as missing (and reloads,
+/// so the load reports it).
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        match std::fs::read(f) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.kind().to_string().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+impl RulesHandle {
+    /// A handle with nothing loaded yet; call [`RulesHandle::reload`] (or start the
+    /// watcher, which loads first).
+    pub fn new(loader: Arc<dyn RulesLoader>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            loader,
+            current: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            fingerprint: Mutex::new(None),
+            metrics,
+        })
+    }
+
+    /// The rules being served, if any loaded.
+    pub fn current(&self) -> Option<Arc<dyn Rules>> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Loads when the watched files changed since the last attempt (or nothing is loaded
+    /// yet). `Ok(true)`: a new generation serves; `Ok(false)`: unchanged; `Err`: the load
+    /// failed and the previous generation (if any) keeps serving.
+    pub fn reload(&self) -> Result<bool, String> {
+        let files = self.loader.watched_files();
+        let fp = fingerprint(files);
+        let loaded_before = self.current().is_some();
+        if let Ok(mut last) = self.fingerprint.lock() {
+            if loaded_before && *last == Some(fp) {
+                return Ok(false);
+            }
+            // A failed load is not retried until the files change again.
+            if !loaded_before && *last == Some(fp) && !files.is_empty() {
+                return Ok(false);
+            }
+            *last = Some(fp);
+        }
+        match self.loader.load() {
+            Ok(rules) => {
+                let count = rules.rule_count();
+                if let Ok(mut c) = self.current.write() {
+                    *c = Some(rules);
+                }
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                if let Ok(mut e) = self.last_error.lock() {
+                    *e = None;
+                }
+                self.metrics
+                    .rules_generation
+                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
+                self.metrics
+                    .rules_loaded
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                tracing::info!(
+                    source = %self.loader.describe(),
+                    generation,
+                    rules = count,
+                    "rules loaded"
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                self.metrics.error(ErrorKind::RulesReload);
+                tracing::error!(
+                    source = %self.loader.describe(),
+                    error = %e,
+                    serving_generation = self.generation.load(Ordering::SeqCst),
+                    "rules failed to load; the last good rules keep serving"
+                );
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = Some(e.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn status(&self) -> RulesStatus {
+        let current = self.current();
+        RulesStatus {
+            loaded: current.is_some(),
+            generation: self.generation.load(Ordering::SeqCst),
+            rules: current.map_or(0, |r| r.rule_count()),
+            source: self.loader.describe(),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Loads now (in a blocking task), then polls the watched files every `interval`
+    /// until `shutdown`.
+    pub fn spawn_watcher(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                if self.loader.watched_files().is_empty() && self.current().is_some() {
+                    continue;
+                }
+                let this = self.clone();
+                // Errors are logged and counted inside reload.
+                let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+            }
+        })
+    }
+}
+
+/// Rules that never match: the webhook then only records exec sessions. Used where a
+/// deployment wants sessions without admission rules, and as the baseline in benchmarks.
+#[derive(Debug, Default)]
+pub struct NoRules;
+
+impl Rules for NoRules {
+    fn evaluate(
+        &self,
+        _review: Value,
+        _request: &ReviewRequest,
+        _pod_labels: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<Vec<RuleHit>, EvalError> {
+        Ok(Vec::new())
+    }
+    fn rule_count(&self) -> usize {
+        0
+    }
+}
+
+/// A loader of fixed rules (tests, benchmarks).
+pub struct StaticLoader(pub Arc<dyn Rules>, pub String);
+
+impl RulesLoader for StaticLoader {
+    fn load(&self) -> Result<Arc<dyn Rules>, String> {
+        Ok(self.0.clone())
+    }
+    fn watched_files(&self) -> &[PathBuf] {
+        &[]
+    }
+    fn describe(&self) -> String {
+        self.1.clone()
+    }
+}

@@ -1,0 +1,599 @@
+//! The HTTPS server: routes, the `/validate` handler, and the TLS accept loop.
+//!
+//! `/validate` runs: body limit -> parse -> (invalid | evaluate under budget) -> decide
+//! -> sessions, sink, decision log, metrics -> AdmissionReview in the request's version.
+//! The concurrency limit is the [`ShedLayer`](crate::layers::ShedLayer) around it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use engine::Sink;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::decide::{decide, failed, Decided, FailureMode};
+use crate::decision_log::{DecisionLog, DecisionRecord};
+use crate::layers::{InFlight, ShedLayer};
+use crate::metrics::{ErrorKind, Metrics};
+use crate::review::{self, AdmissionResponse, ReviewRequest};
+use crate::rules::{RuleHit, RulesHandle};
+use crate::session::{exec_session, session_kind, PodLabelCache};
+
+/// Tunables of the admission handler.
+#[derive(Debug, Clone)]
+pub struct HandlerOptions {
+    /// Force every rule to detect mode.
+    pub detect_only: bool,
+    /// Answer for reviews that cannot be evaluated.
+    pub failure_mode: FailureMode,
+    /// Wall-clock budget of one evaluation; zero evaluates inline without a budget.
+    pub eval_budget: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Reviews evaluated at once before shedding.
+    pub max_in_flight: usize,
+    /// Pods whose labels are remembered for CONNECT reviews.
+    pub pod_label_cache: usize,
+    /// How long a client may take to send a request body.
+    pub body_timeout: Duration,
+}
+
+impl Default for HandlerOptions {
+    fn default() -> Self {
+        Self {
+            detect_only: false,
+            failure_mode: FailureMode::Allow,
+            eval_budget: Duration::from_millis(100),
+            max_body_bytes: 3 * 1024 * 1024,
+            max_in_flight: 1024,
+            pod_label_cache: 100_000,
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct WebhookState {
+    pub rules: Arc<RulesHandle>,
+    /// Where evaluations under a budget run.
+    pub eval_pool: Arc<crate::eval_pool::EvalPool>,
+    pub certs: Option<Arc<certs::ReloadingCertResolver>>,
+    pub metrics: Arc<Metrics>,
+    pub sink: Option<Arc<dyn Sink>>,
+    pub decision_log: Option<DecisionLog>,
+    pub labels: PodLabelCache,
+    pub options: HandlerOptions,
+}
+
+impl std::fmt::Debug for WebhookState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookState")
+            .field("rules", &self.rules)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> i64 {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(now).unwrap_or(i64::MAX)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// An HTTP error answer shaped as a Kubernetes `Status`.
+fn status_error(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": reason,
+        "code": code.as_u16(),
+        "message": message,
+    });
+    json_response(code, body.to_string().into_bytes())
+}
+
+/// The router of the webhook.
+pub fn router(state: Arc<WebhookState>) -> Router {
+    let shed = ShedLayer::new(state.options.max_in_flight, state.metrics.clone());
+    Router::new()
+        .route("/validate", post(validate).route_layer(shed))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<WebhookState>>) -> Response<Body> {
+    let rules = state.rules.status();
+    let cert = state.certs.as_ref().map(|c| c.status());
+    let mut reasons = Vec::new();
+    if !rules.loaded {
+        reasons.push(match &rules.last_error {
+            Some(e) => format!("rules not loaded: {e}"),
+            None => "rules not loaded yet".to_string(),
+        });
+    }
+    let ready = reasons.is_empty();
+    let body = serde_json::json!({
+        "ready": ready,
+        "reasons": reasons,
+        "rules": {
+            "loaded": rules.loaded,
+            "generation": rules.generation,
+            "count": rules.rules,
+            "source": rules.source,
+            "last_reload_error": rules.last_error,
+        },
+        "certificate": cert.map(|c| serde_json::json!({
+            "generation": c.generation,
+            "serial": c.serial,
+            "not_after": certs::rfc3339(c.not_after),
+            "last_reload_error": c.last_error,
+        })),
+    });
+    json_response(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body.to_string().into_bytes(),
+    )
+}
+
+async fn metrics(State(state): State<Arc<WebhookState>>) -> Response<Body> {
+    match state.metrics.encode() {
+        Ok(text) => {
+            let mut resp = Response::new(Body::from(text));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
+        Err(e) => status_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &format!("metrics encoding failed: {e}"),
+        ),
+    }
+}
+
+fn resource_label(req: &ReviewRequest) -> String {
+    match &req.subresource {
+        Some(sub) => format!("{}/{}", req.resource, sub),
+        None => req.resource.clone(),
+    }
+}
+
+/// Outcome of evaluation under the budget.
+enum Evaluated {
+    Hits(Vec<RuleHit>, Duration),
+    Failed(String, ErrorKind),
+}
+
+async fn evaluate(
+    state: &Arc<WebhookState>,
+    body: serde_json::Value,
+    req: &ReviewRequest,
+    in_flight: Option<InFlight>,
+) -> Evaluated {
+    let Some(rules) = state.rules.current() else {
+        let why = match state.rules.status().last_error {
+            Some(e) => format!("rules not loaded: {e}"),
+            None => "rules not loaded yet".to_string(),
+        };
+        return Evaluated::Failed(why, ErrorKind::NotReady);
+    };
+    let labels = if session_kind(req).is_some() {
+        match (&req.namespace, &req.name) {
+            (Some(ns), Some(name)) => state.labels.labels(ns, name),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let budget = state.options.eval_budget;
+    if budget.is_zero() {
+        let start = Instant::now();
+        // A rule engine bug must not take the connection down: a panic is an internal
+        // error, answered per the failure mode.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rules.evaluate(body, req, labels.as_ref())
+        }));
+        return match outcome {
+            Ok(Ok(hits)) => Evaluated::Hits(hits, start.elapsed()),
+            Ok(Err(e)) => Evaluated::Failed(format!("evaluation failed: {e}"), ErrorKind::Internal),
+            Err(_) => Evaluated::Failed("evaluation panicked".to_string(), ErrorKind::Internal),
+        };
+    }
+    let req_owned = req.clone();
+    let task = state.eval_pool.run(move || {
+        // The in-flight permit stays held until the evaluation really ends.
+        let _permit = in_flight;
+        let start = Instant::now();
+        let out = rules.evaluate(body, &req_owned, labels.as_ref());
+        (out, start.elapsed())
+    });
+    match tokio::time::timeout(budget, task).await {
+        Ok(Ok(Ok((Ok(hits), took)))) => Evaluated::Hits(hits, took),
+        Ok(Ok(Ok((Err(e), _)))) => {
+            Evaluated::Failed(format!("evaluation failed: {e}"), ErrorKind::Internal)
+        }
+        Ok(Ok(Err(e))) => Evaluated::Failed(e.to_string(), ErrorKind::Internal),
+        Ok(Err(_)) => Evaluated::Failed(
+            "evaluation ended without a result".to_string(),
+            ErrorKind::Internal,
+        ),
+        Err(_) => Evaluated::Failed(
+            format!(
+                "evaluation exceeded its budget of {} ms",
+                budget.as_millis()
+            ),
+            ErrorKind::Budget,
+        ),
+    }
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v
+            .to_str()
+            .map(|s| {
+                let media = s.split(';').next().unwrap_or("").trim();
+                media.eq_ignore_ascii_case("application/json")
+            })
+            .unwrap_or(false),
+    }
+}
+
+async fn validate(
+    State(state): State<Arc<WebhookState>>,
+    in_flight: Option<Extension<InFlight>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let max = state.options.max_body_bytes;
+    if !is_json_content_type(&headers) {
+        state.metrics.error(ErrorKind::UnsupportedMediaType);
+        let got = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return status_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("content type {got:?} is not supported: send application/json"),
+        );
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        state.metrics.error(ErrorKind::Oversize);
+        return status_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &format!(
+                "body of {} bytes exceeds the limit of {max} bytes",
+                declared.unwrap_or(0)
+            ),
+        );
+    }
+    let body_timeout = state.options.body_timeout;
+    let read = tokio::time::timeout(
+        body_timeout,
+        http_body_util::Limited::new(body, max).collect(),
+    )
+    .await;
+    let Ok(read) = read else {
+        state.metrics.error(ErrorKind::Malformed);
+        return status_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "Timeout",
+            &format!("body not received within {} ms", body_timeout.as_millis()),
+        );
+    };
+    let bytes = match read {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                state.metrics.error(ErrorKind::Oversize);
+                return status_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    &format!("body exceeds the limit of {max} bytes"),
+                );
+            }
+            state.metrics.error(ErrorKind::Malformed);
+            return status_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("body could not be read: {e}"),
+            );
+        }
+    };
+    let parsed = match review::parse(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            state.metrics.error(ErrorKind::Malformed);
+            tracing::warn!(error = %e.0, bytes = bytes.len(), "malformed admission review");
+            return status_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string());
+        }
+    };
+    let version = parsed.version;
+    let req = match parsed.request {
+        Ok(r) => r,
+        Err(invalid) => {
+            state
+                .metrics
+                .review_answered("unknown", "unknown", "invalid");
+            tracing::warn!(uid = %parsed.uid, error = %invalid.0, "invalid admission request");
+            let resp = AdmissionResponse::invalid(&parsed.uid, &invalid);
+            record_invalid(&state, &parsed.body, &parsed.uid, &resp);
+            return json_response(StatusCode::OK, review::encode(version, &resp));
+        }
+    };
+    let body = parsed.body;
+    state.labels.observe(&req, &body);
+    let started = now_ns();
+    let session = exec_session(&req, &body, started);
+    let in_flight = in_flight.map(|Extension(p)| p);
+
+    let decided: Decided = match evaluate(&state, body, &req, in_flight).await {
+        Evaluated::Hits(hits, took) => {
+            state.metrics.evaluation_seconds.observe(took.as_secs_f64());
+            let d = decide(&req, &hits, state.options.detect_only, started);
+            for v in &d.decision.rules {
+                let mode = if v.mode == "enforce" {
+                    "enforce"
+                } else {
+                    "detect"
+                };
+                state.metrics.rule_hit(&v.rule, mode);
+            }
+            d
+        }
+        Evaluated::Failed(why, kind) => {
+            state.metrics.error(kind);
+            tracing::error!(
+                uid = %req.uid,
+                error = %why,
+                failure_mode = state.options.failure_mode.as_str(),
+                "admission review not evaluated; answered per failure mode"
+            );
+            failed(&req, &why, state.options.failure_mode, started)
+        }
+    };
+    let Decided {
+        mut response,
+        would_response,
+        decision,
+    } = decided;
+
+    if let Some(session) = session {
+        if response.allowed {
+            // The API server prefixes the key with the webhook's name, so the audit event
+            // carries `<webhook name>/session` (`exec.tether.io/session` with the
+            // configuration `tether webhook-config` prints).
+            response
+                .audit_annotations
+                .insert("session".to_string(), session.id.clone());
+            state.metrics.session_recorded(session.kind.as_str());
+            tracing::info!(
+                session = %session.id,
+                kind = session.kind.as_str(),
+                user = %session.user,
+                namespace = %session.namespace,
+                pod = %session.pod,
+                command = ?session.command,
+                "exec session recorded"
+            );
+            if let Some(sink) = &state.sink {
+                if let Err(e) = sink.session(session) {
+                    state.metrics.error(ErrorKind::Sink);
+                    tracing::error!(error = %e, "exec session not delivered to the sink");
+                }
+            }
+        }
+    }
+
+    let decision_label = match decision.outcome {
+        engine::DecisionOutcome::Allow => "allow",
+        engine::DecisionOutcome::Deny => "deny",
+        engine::DecisionOutcome::Error => "error",
+    };
+    state.metrics.review_answered(
+        req.operation.as_str(),
+        &resource_label(&req),
+        decision_label,
+    );
+    if !decision.rules.is_empty() {
+        tracing::info!(
+            uid = %req.uid,
+            user = %req.username,
+            operation = req.operation.as_str(),
+            resource = %resource_label(&req),
+            namespace = req.namespace.as_deref().unwrap_or(""),
+            name = req.name.as_deref().unwrap_or(""),
+            decision = decision_label,
+            rules = ?decision.rules.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(),
+            "admission decision"
+        );
+    }
+    if let Some(log) = &state.decision_log {
+        let record = DecisionRecord {
+            decision: &decision,
+            groups: &req.groups,
+            detect_only: state.options.detect_only,
+            response: &response,
+            would_response: &would_response,
+        };
+        if let Err(e) = log.write(&record) {
+            state.metrics.error(ErrorKind::DecisionLog);
+            tracing::error!(error = %e, uid = %req.uid, "decision not written to the decision log");
+        }
+    }
+    if let Some(sink) = &state.sink {
+        if let Err(e) = sink.decision(decision) {
+            state.metrics.error(ErrorKind::Sink);
+            tracing::error!(error = %e, uid = %req.uid, "decision not delivered to the sink");
+        }
+    }
+    json_response(StatusCode::OK, review::encode(version, &response))
+}
+
+/// Records the answer to an invalid review (decision log and sink) with whatever the
+/// review says about itself.
+fn record_invalid(
+    state: &WebhookState,
+    body: &serde_json::Value,
+    uid: &str,
+    resp: &AdmissionResponse,
+) {
+    let text = |ptr: &str| {
+        body.pointer(ptr)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let decision = engine::AdmissionDecision {
+        time_ns: now_ns(),
+        request_uid: uid.to_string(),
+        user: text("/request/userInfo/username").unwrap_or_default(),
+        operation: text("/request/operation").unwrap_or_default(),
+        resource: text("/request/resource/resource").unwrap_or_default(),
+        subresource: text("/request/subResource"),
+        namespace: text("/request/namespace"),
+        name: text("/request/name"),
+        outcome: engine::DecisionOutcome::Deny,
+        would_outcome: engine::DecisionOutcome::Deny,
+        rules: Vec::new(),
+        message: resp.status.as_ref().map(|s| s.message.clone()),
+    };
+    if let Some(log) = &state.decision_log {
+        let record = DecisionRecord {
+            decision: &decision,
+            groups: &[],
+            detect_only: state.options.detect_only,
+            response: resp,
+            would_response: resp,
+        };
+        if let Err(e) = log.write(&record) {
+            state.metrics.error(ErrorKind::DecisionLog);
+            tracing::error!(error = %e, uid = %uid, "decision not written to the decision log");
+        }
+    }
+    if let Some(sink) = &state.sink {
+        if let Err(e) = sink.decision(decision) {
+            state.metrics.error(ErrorKind::Sink);
+            tracing::error!(error = %e, uid = %uid, "decision not delivered to the sink");
+        }
+    }
+}
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take for its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish after shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` over TLS on `listener` until `shutdown`, then drains open connections.
+/// The TLS configuration resolves its certificate per handshake, so a reloaded
+/// certificate applies to new connections while existing ones continue.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    loop {
+        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls_stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "tls handshake timed out");
+                        return;
+                    }
+                };
+            let service = TowerToHyperService::new(app);
+            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after the drain timeout; closing");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Exec sessions from CONNECT reviews on `pods/exec`, `pods/attach`, `pods/portforward`,
+//! and the pod labels those reviews do not carry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use engine::{ExecSession, SessionKind};
+use serde_json::{Map, Value};
+
+use crate::review::{Operation, ReviewRequest};
+
+/// The session kind of a CONNECT review, if it opens one.
+pub fn session_kind(req: &ReviewRequest) -> Option<SessionKind> {
+    if req.operation != Operation::Connect || req.resource != "pods" || !req.group.is_empty() {
+        return None;
+    }
+    match req.subresource.as_deref() {
+        Some(sub @ ("exec" | "attach" | "portforward")) => SessionKind::from_subresource(sub),
+        _ => None,
+    }
+}
+
+/// The session a CONNECT review opens (id = request uid), or `None` for other reviews.
+pub fn exec_session(req: &ReviewRequest, review: &Value, now_ns: i64) -> Option<ExecSession> {
+    let kind = session_kind(req)?;
+    let object = review.pointer("/request/object");
+    let str_at = |key: &str| {
+        object
+            .and_then(|o| o.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let command = object
+        .and_then(|o| o.get("command"))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let tty = object
+        .and_then(|o| o.get("tty"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some(ExecSession {
+        id: req.uid.clone(),
+        kind,
+        user: req.username.clone(),
+        groups: req.groups.clone(),
+        uid: req.user_uid.clone(),
+        namespace: req.namespace.clone().unwrap_or_default(),
+        pod: req.name.clone().unwrap_or_default(),
+        container: str_at("container"),
+        command,
+        tty,
+        source_ips: Vec::new(),
+        audit_id: None,
+        started_ns: now_ns,
+        observed_by: vec!["webhook".to_string()],
+    })
+}
+
+/// Labels of pods seen in CREATE/UPDATE reviews, by namespace and name, so that rules on
+/// CONNECT reviews (which carry only `PodExecOptions`) can read the target pod's labels.
+/// Bounded: when full, an arbitrary entry gives way. A pod created before this webhook
+/// started is unknown until its next UPDATE.
+#[derive(Debug)]
+pub struct PodLabelCache {
+    max_entries: usize,
+    pods: Mutex<HashMap<(String, String), Map<String, Value>>>,
+}
+
+impl PodLabelCache {
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            max_entries,
+            pods: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Learns from a pod CREATE/UPDATE/DELETE review.
+    pub fn observe(&self, req: &ReviewRequest, review: &Value) {
+        if req.resource != "pods" || !req.group.is_empty() || req.subresource.is_some() {
+            return;
+        }
+        if req.dry_run {
+            return;
+        }
+        let Some(ns) = req.namespace.clone() else {
+            return;
+        };
+        let name = req.name.clone().or_else(|| {
+            review
+                .pointer("/request/object/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        let Some(name) = name else { return };
+        let Ok(mut pods) = self.pods.lock() else {
+            return;
+        };
+        match req.operation {
+            Operation::Delete => {
+                pods.remove(&(ns, name));
+            }
+            Operation::Create | Operation::Update => {
+                let labels = review
+                    .pointer("/request/object/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                if pods.len() >= self.max_entries && !pods.contains_key(&(ns.clone(), name.clone()))
+                {
+                    if let Some(k) = pods.keys().next().cloned() {
+                        pods.remove(&k);
+                    }
+                }
+                pods.insert((ns, name), labels);
+            }
+            Operation::Connect => {}
+        }
+    }
+
+    /// The labels of a pod, if it was seen.
+    pub fn labels(&self, namespace: &str, name: &str) -> Option<Map<String, Value>> {
+        let pods = self.pods.lock().ok()?;
+        pods.get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pods.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::parse;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+        std::fs::read(format!("{dir}/{name}")).unwrap()
+    }
+
+    #[test]
+    fn captured_exec_reviews_become_sessions() {
+        for (file, cmd, tty) in [
+            (
+                "admission-pod-exec-connect-post-stdin-sh.json",
+                vec!["sh"],
+                false,
+            ),
+            (
+                "admission-pod-exec-connect-websocket-get.json",
+                vec!["id"],
+                false,
+            ),
+        ] {
+            let r = parse(&fixture(&format!("apiserver-captures/{file}"))).unwrap();
+            let req = r.request.clone().unwrap();
+            let s = exec_session(&req, &r.body, 42).unwrap();
+            assert_eq!(s.id, r.uid);
+            assert_eq!(s.kind, SessionKind::Exec);
+            assert_eq!(s.user, "kapi-admin");
+            assert_eq!(s.uid.as_deref(), Some("kapi-admin-uid"));
+            assert_eq!(s.groups, vec!["system:masters", "system:authenticated"]);
+            assert_eq!(s.namespace, "default");
+            assert_eq!(s.pod, "good-pod");
+            assert_eq!(s.container.as_deref(), Some("c"));
+            assert_eq!(s.command, cmd);
+            assert_eq!(s.tty, tty);
+            assert_eq!(s.started_ns, 42);
+            assert_eq!(s.observed_by, vec!["webhook"]);
+        }
+        let r = parse(&fixture(
+            "apiserver-captures/admission-pod-create-good-pod-allowed.json",
+        ))
+        .unwrap();
+        assert!(exec_session(&r.request.clone().unwrap(), &r.body, 1).is_none());
+    }
+
+    #[test]
+    fn label_cache_follows_create_and_delete_and_stays_bounded() {
+        let r = parse(&fixture(
+            "apiserver-captures/admission-pod-create-good-pod-allowed.json",
+        ))
+        .unwrap();
+        let mut req = r.request.clone().unwrap();
+        let cache = PodLabelCache::new(2);
+        cache.observe(&req, &r.body);
+        assert_eq!(cache.labels("default", "good-pod").unwrap()["app"], "web");
+        for i in 0..5 {
+            req.name = Some(format!("p{i}"));
+            cache.observe(&req, &r.body);
+        }
+        assert_eq!(cache.len(), 2);
+        req.operation = Operation::Delete;
+        req.name = Some("p4".into());
+        cache.observe(&req, &r.body);
+        assert!(cache.labels("default", "p4").is_none());
+    }
+}
