@@ -244,7 +244,7 @@ fn bad_items() {
     // Output with an unknown field; a field from the wrong source.
     expect(
         "- rule: R\n  condition: proc.name = a\n  output: x %proc.nme\n  priority: INFO\n",
-        "r.yaml:3:11: rule \"R\": invalid output: unknown field \"proc.nme\"",
+        "r.yaml:3:13: rule \"R\": invalid output: unknown field \"proc.nme\"",
     );
     expect("- rule: R\n  condition: ka.verb = get\n  output: o\n  priority: INFO\n", "r.yaml:2:14: rule \"R\": field \"ka.verb\" is not available for source syscall (it comes from k8s_audit, k8s_admission)");
 }

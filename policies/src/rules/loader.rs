@@ -114,6 +114,7 @@ pub(crate) struct RuleDef {
     pub output: String,
     pub output_file: usize,
     pub output_mark: Mark,
+    pub output_style: Style,
     pub priority: Priority,
     pub source: Source,
     pub tags: Vec<String>,
@@ -661,7 +662,7 @@ fn rule(cx: &mut Ctx<'_>, item: &Node, mark: Mark) {
         let tether = item.get("tether").and_then(|n| tether_(cx, n));
         let skip = opt_bool(cx, item, "skip-if-unknown-filter");
         let file = cx.file;
-        let output_mark = item.get("output").map(Node::mark);
+        let output_mark = item.get("output").map(|n| (n.mark(), node_style(n)));
         let Some(r) = cx.loaded.rules.get_mut(&name) else {
             return;
         };
@@ -698,9 +699,10 @@ fn rule(cx: &mut Ctx<'_>, item: &Node, mark: Mark) {
                         } else {
                             r.output = o.trim().to_string();
                         }
-                        if let Some(m) = output_mark {
+                        if let Some((m, st)) = output_mark {
                             r.output_file = file;
                             r.output_mark = m;
+                            r.output_style = st;
                         }
                     }
                 }
@@ -851,6 +853,7 @@ fn rule(cx: &mut Ctx<'_>, item: &Node, mark: Mark) {
         return;
     };
     let output_mark = item.get("output").map_or(mark, Node::mark);
+    let output_style = item.get("output").map_or(Style::Plain, node_style);
     let def = RuleDef {
         name: name.clone(),
         desc,
@@ -858,6 +861,7 @@ fn rule(cx: &mut Ctx<'_>, item: &Node, mark: Mark) {
         output: output.trim().to_string(),
         output_file: cx.file,
         output_mark,
+        output_style,
         priority,
         source,
         tags,
@@ -1526,6 +1530,13 @@ fn sequence(cx: &mut Ctx<'_>, item: &Node, mark: Mark) {
             mark,
         },
     );
+}
+
+fn node_style(n: &Node) -> Style {
+    match n {
+        Node::Scalar { style, .. } => *style,
+        _ => Style::Plain,
+    }
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`

@@ -370,13 +370,15 @@ fn build(loaded: Loaded) -> Result<RuleSet, LoadErrors> {
         let output = match Template::compile(&def.output) {
             Ok(t) => t,
             Err(e) => {
-                cx.error_at(
-                    def.output_file,
-                    def.output_mark.line,
-                    def.output_mark.col,
-                    Some(item),
-                    e.message,
+                let text = loaded.files.get(def.output_file).map_or("", |f| &f.text);
+                let (line, col) = yaml::locate(
+                    text,
+                    def.output_mark,
+                    def.output_style,
+                    &def.output,
+                    e.offset,
                 );
+                cx.error_at(def.output_file, line, col, Some(item), e.message);
                 continue;
             }
         };
