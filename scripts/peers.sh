@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the test peers on loopback and prints `export` lines for the tests:
 #   eval "$(scripts/peers.sh start)"; ...; scripts/peers.sh stop
-# Peers: NATS (nats-server), CloudWatch Logs (moto_server), Pub/Sub (Google's emulator).
+# Peers: CloudWatch Logs (moto_server) and Pub/Sub (Google's emulator). Tests that find no
+# address in their variable start the peer themselves.
 set -euo pipefail
 STATE=${TETHER_PEERS_DIR:-/tmp/tether-peers}
 
@@ -21,25 +22,21 @@ wait_port() { # port name
 
 start() {
   mkdir -p "$STATE"
-  local nats moto pubsub
-  nats=$(free_port); moto=$(free_port); pubsub=$(free_port)
-  nats-server -a 127.0.0.1 -p "$nats" >"$STATE/nats.log" 2>&1 &
-  echo $! >"$STATE/nats.pid"
+  local moto pubsub
+  moto=$(free_port); pubsub=$(free_port)
   moto_server -H 127.0.0.1 -p "$moto" >"$STATE/moto.log" 2>&1 &
   echo $! >"$STATE/moto.pid"
   setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$pubsub" --quiet >"$STATE/pubsub.log" 2>&1 &
   echo $! >"$STATE/pubsub.pid"
-  wait_port "$nats" nats >&2
   wait_port "$moto" moto >&2
   wait_port "$pubsub" pubsub >&2
-  echo "export TETHER_TEST_NATS_URL=nats://127.0.0.1:$nats"
   echo "export TETHER_TEST_MOTO_URL=http://127.0.0.1:$moto"
-  echo "export TETHER_TEST_PUBSUB_EMULATOR=127.0.0.1:$pubsub"
+  echo "export TETHER_TEST_PUBSUB_URL=http://127.0.0.1:$pubsub"
   echo "export PUBSUB_EMULATOR_HOST=127.0.0.1:$pubsub"
 }
 
 stop() {
-  for name in nats moto pubsub; do
+  for name in moto pubsub; do
     if [ -f "$STATE/$name.pid" ]; then
       pid=$(cat "$STATE/$name.pid")
       # the emulator runs a JVM under a wrapper: stop the whole process group

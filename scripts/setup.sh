@@ -9,7 +9,9 @@ APT_PACKAGES=(
   # real containers for the node-enforcer tests
   runc busybox-static
   # test peers and comparison tools
-  nats-server bpftrace auditd
+  bpftrace auditd
+  # the Pub/Sub emulator is a Java program
+  default-jre-headless
   # benchmarks
   wrk hyperfine linux-perf
   # misc
