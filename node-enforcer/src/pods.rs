@@ -1,0 +1,246 @@
+//! Pod metadata for this node from the Kubernetes API: a kube-rs watch of the pods whose
+//! `spec.nodeName` is this node, kept in a cache keyed by pod uid.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+use kube::Api;
+use tokio_util::sync::CancellationToken;
+
+/// One container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerMeta {
+    pub name: String,
+    /// `container.image.repository`, e.g. `docker.io/library/nginx`.
+    pub image_repository: String,
+    pub image_tag: String,
+    pub privileged: Option<bool>,
+}
+
+/// What the node needs to know about one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodMeta {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub node_name: String,
+    /// By full container id (the `containerID` of the status, runtime prefix removed).
+    pub containers: HashMap<String, ContainerMeta>,
+}
+
+/// The shared cache the watch fills and the event pipeline reads.
+#[derive(Debug, Clone, Default)]
+pub struct PodCache {
+    inner: Arc<RwLock<HashMap<String, Arc<PodMeta>>>>,
+}
+
+impl PodCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
+        self.inner.read().ok().and_then(|m| m.get(uid).cloned())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn upsert(&self, pod: &Pod) {
+        if let Some(meta) = pod_meta(pod) {
+            if let Ok(mut m) = self.inner.write() {
+                m.insert(meta.uid.clone(), Arc::new(meta));
+            }
+        }
+    }
+
+    pub fn remove(&self, pod: &Pod) {
+        if let Some(uid) = pod.metadata.uid.as_deref() {
+            if let Ok(mut m) = self.inner.write() {
+                m.remove(uid);
+            }
+        }
+    }
+
+    fn replace(&self, pods: &[Pod]) {
+        let fresh: HashMap<String, Arc<PodMeta>> = pods
+            .iter()
+            .filter_map(pod_meta)
+            .map(|m| (m.uid.clone(), Arc::new(m)))
+            .collect();
+        if let Ok(mut m) = self.inner.write() {
+            *m = fresh;
+        }
+    }
+}
+
+/// Splits `registry/repo:tag` (or `repo@sha256:...`) into repository and tag.
+pub fn split_image(image: &str) -> (String, String) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        return (repo.to_string(), digest.to_string());
+    }
+    // a ':' after the last '/' separates the tag; one before it is a registry port
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image.get(slash..).and_then(|tail| tail.rfind(':')) {
+        Some(i) => {
+            let at = slash + i;
+            (
+                image.get(..at).unwrap_or(image).to_string(),
+                image.get(at + 1..).unwrap_or("").to_string(),
+            )
+        }
+        None => (image.to_string(), String::new()),
+    }
+}
+
+fn pod_meta(pod: &Pod) -> Option<PodMeta> {
+    let uid = pod.metadata.uid.clone()?;
+    let spec = pod.spec.as_ref();
+    let mut containers = HashMap::new();
+    let specs: HashMap<&str, (&str, Option<bool>)> = spec
+        .map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .map(|c| {
+                    let privileged = c.security_context.as_ref().and_then(|sc| sc.privileged);
+                    (
+                        c.name.as_str(),
+                        (c.image.as_deref().unwrap_or(""), privileged),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(status) = &pod.status {
+        for cs in status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+        {
+            let Some(cid) = cs.container_id.as_deref() else {
+                continue;
+            };
+            let id = cid.split_once("://").map_or(cid, |(_, id)| id).to_string();
+            let (spec_image, privileged) =
+                specs.get(cs.name.as_str()).copied().unwrap_or(("", None));
+            let image = if spec_image.is_empty() {
+                cs.image.as_str()
+            } else {
+                spec_image
+            };
+            let (image_repository, image_tag) = split_image(image);
+            containers.insert(
+                id,
+                ContainerMeta {
+                    name: cs.name.clone(),
+                    image_repository,
+                    image_tag,
+                    privileged,
+                },
+            );
+        }
+    }
+    Some(PodMeta {
+        uid,
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        node_name: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        containers,
+    })
+}
+
+/// Watches the pods scheduled on `node_name` until `shutdown`, keeping `cache` current.
+/// Errors of the watch are logged and retried with backoff by the watcher.
+pub async fn watch_pods(
+    client: kube::Client,
+    node_name: String,
+    cache: PodCache,
+    shutdown: CancellationToken,
+) {
+    let api: Api<Pod> = Api::all(client);
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let mut buffer: Vec<Pod> = Vec::new();
+    let stream = watcher(api, cfg);
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            n = stream.next() => n,
+        };
+        match next {
+            None => return,
+            Some(Ok(watcher::Event::Init)) => buffer.clear(),
+            Some(Ok(watcher::Event::InitApply(p))) => buffer.push(p),
+            Some(Ok(watcher::Event::InitDone)) => {
+                cache.replace(&buffer);
+                tracing::info!(node = %node_name, pods = buffer.len(), "pod watch synced");
+                buffer.clear();
+            }
+            Some(Ok(watcher::Event::Apply(p))) => cache.upsert(&p),
+            Some(Ok(watcher::Event::Delete(p))) => cache.remove(&p),
+            Some(Err(e)) => {
+                tracing::warn!(node = %node_name, error = %e, "pod watch error; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_split_into_repository_and_tag() {
+        assert_eq!(split_image("nginx:1.25"), ("nginx".into(), "1.25".into()));
+        assert_eq!(
+            split_image("registry:5000/team/app:v2"),
+            ("registry:5000/team/app".into(), "v2".into())
+        );
+        assert_eq!(
+            split_image("registry:5000/team/app"),
+            ("registry:5000/team/app".into(), String::new())
+        );
+        assert_eq!(
+            split_image("busybox@sha256:abc"),
+            ("busybox".into(), "sha256:abc".into())
+        );
+    }
+
+    #[test]
+    fn pod_meta_maps_container_ids() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-0", "namespace": "prod", "uid": "u-1", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "docker.io/library/busybox:1.36",
+                      "securityContext": {"privileged": true}}]},
+            "status": {"containerStatuses": [{"name": "app", "image": "busybox", "imageID": "", "ready": true,
+                        "restartCount": 0, "containerID": "containerd://0123456789abcdef"}]}
+        }))
+        .unwrap();
+        let m = pod_meta(&pod).unwrap();
+        assert_eq!(m.namespace, "prod");
+        assert_eq!(m.node_name, "n1");
+        let c = m.containers.get("0123456789abcdef").unwrap();
+        assert_eq!(c.name, "app");
+        assert_eq!(c.image_repository, "docker.io/library/busybox");
+        assert_eq!(c.image_tag, "1.36");
+        assert_eq!(c.privileged, Some(true));
+        let cache = PodCache::new();
+        cache.upsert(&pod);
+        assert_eq!(cache.get("u-1").unwrap().name, "web-0");
+        cache.remove(&pod);
+        assert!(cache.is_empty());
+    }
+}

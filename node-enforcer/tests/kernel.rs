@@ -1,0 +1,900 @@
+//! Kernel tests, run for real as root on this machine: real `runc` containers (Debian
+//! `runc`, a `busybox-static` rootfs) with kubepods-style cgroup paths, pods registered in
+//! the Kubernetes API server double, the real eBPF programs pinned under
+//! `/sys/fs/bpf/tether-test`.
+//!
+//! One binary with its own `main` (no libtest harness): the cases share pins and run one
+//! after another; a failed case is reported and the others still run. When not root, or
+//! when `runc` or `busybox` are missing, it fails with what to install — it never skips.
+//! The BPF LSM case is the one exception: where the kernel refuses LSM programs it prints the
+//! probe's reason and passes, as the fallback path is what runs here.
+//!
+//! Run: `cargo test -p node-enforcer --test kernel` (as root).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use engine::{ChannelSink, Found, SinkReceiver};
+use node_enforcer::loader::{self, LoaderOptions};
+use node_enforcer::node::{Node, NodeOptions};
+use node_enforcer::pods::{self, PodCache};
+use policies::{RuleSet, SyscallEvent};
+
+const PIN_DIR: &str = "/sys/fs/bpf/tether-test";
+const NODE: &str = "node-a";
+
+fn main() -> ExitCode {
+    if std::env::var("TETHER_TEST_ROLE").as_deref() == Ok("loader") {
+        return child_loader();
+    }
+    if let Err(e) = preflight() {
+        eprintln!("kernel tests cannot run: {e}");
+        return ExitCode::FAILURE;
+    }
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    type Case = (&'static str, fn(&mut World));
+    let cases: Vec<Case> = vec![
+        ("visibility", visibility),
+        ("enforce_exec_fallback", enforce_exec_fallback),
+        ("isolate_and_detect", isolate_and_detect),
+        ("lsm_path", lsm_path),
+        ("restart_readopt_unload", restart_readopt_unload),
+        ("bad_input", bad_input),
+    ];
+    let mut world = World::new();
+    let mut failed = Vec::new();
+    for (name, case) in cases {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        println!("case {name} ...");
+        let _ = loader::unload(Path::new(PIN_DIR));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&mut world)));
+        world.stop_containers();
+        let _ = loader::unload(Path::new(PIN_DIR));
+        match r {
+            Ok(()) => println!("case {name} ... ok"),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_default();
+                println!("case {name} ... FAILED: {msg}");
+                failed.push(name);
+            }
+        }
+    }
+    world.cleanup();
+    if failed.is_empty() {
+        println!("kernel tests: all passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("kernel tests: FAILED: {}", failed.join(", "));
+        ExitCode::FAILURE
+    }
+}
+
+fn preflight() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("they load eBPF programs and start runc containers: run them as root".into());
+    }
+    for (bin, pkg) in [("runc", "runc"), ("busybox", "busybox-static")] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return Err(format!(
+                "`{bin}` not found: install the Debian package `{pkg}`"
+            ));
+        }
+    }
+    let bb = which("busybox");
+    let out = Command::new("file")
+        .arg(&bb)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !out.is_empty() && !out.contains("statically linked") {
+        return Err(format!(
+            "{} is not statically linked: install the Debian package `busybox-static`",
+            bb.display()
+        ));
+    }
+    Ok(())
+}
+
+fn which(bin: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+// ---- the world: API server double, rootfs, containers ------------------------------------
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    api: Option<apiserver_double::Running>,
+    dir: PathBuf,
+    rootfs: PathBuf,
+    containers: Vec<Container>,
+    slices: Vec<String>,
+}
+
+struct Container {
+    name: String,
+    state: PathBuf,
+    cgroup_rel: String,
+}
+
+#[derive(Clone)]
+struct PodRef {
+    uid: String,
+}
+
+impl World {
+    fn new() -> World {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = rt
+            .block_on(apiserver_double::ApiServerDouble::start())
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("tether-kernel-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rootfs = dir.join("rootfs");
+        for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
+        for applet in [
+            "sh", "cat", "echo", "nc", "wget", "sleep", "touch", "true", "id", "ls", "chmod",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        std::fs::write(rootfs.join("etc/shadow"), "root:*:1:0:99999:7:::\n").unwrap();
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        World {
+            rt,
+            api: Some(api),
+            dir,
+            rootfs,
+            containers: Vec::new(),
+            slices: Vec::new(),
+        }
+    }
+
+    fn api(&self) -> &apiserver_double::Running {
+        self.api.as_ref().unwrap()
+    }
+
+    /// A pod in the double with one container whose id is `cid`.
+    fn pod(&mut self, ns: &str, name: &str) -> (PodRef, String) {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let uid = format!(
+            "7e57{:04x}-{:04x}-4000-8000-{:012x}",
+            std::process::id() & 0xffff,
+            n,
+            n
+        );
+        let cid = format!(
+            "{:016x}{:048x}",
+            0x00c0_ffee_0000_0000_u64 + n as u64,
+            std::process::id()
+        );
+        let _ = self.api().insert(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
+        }));
+        self.api()
+            .insert(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "uid": uid, "labels": {"app": name}},
+                "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "docker.io/library/busybox:1.36"}]},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "main", "image": "docker.io/library/busybox:1.36",
+                    "imageID": "", "ready": true, "restartCount": 0, "containerID": format!("containerd://{cid}")}]}
+            }))
+            .unwrap();
+        (PodRef { uid }, cid)
+    }
+
+    /// Starts a container of the pod running `sleep 600`, detached.
+    fn start(&mut self, pod: &PodRef, cid: &str) -> usize {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("tether-test-{}-{n}", std::process::id());
+        let bundle = self.dir.join(&name);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let out = Command::new("runc")
+            .arg("spec")
+            .current_dir(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "runc spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        let slice = format!("kubepods-besteffort-pod{}.slice", pod.uid.replace('-', "_"));
+        let cgroup_rel =
+            format!("/kubepods.slice/kubepods-besteffort.slice/{slice}/cri-containerd-{cid}.scope");
+        cfg["process"]["terminal"] = false.into();
+        cfg["process"]["args"] = serde_json::json!(["/bin/sleep", "600"]);
+        cfg["root"]["path"] = self.rootfs.to_string_lossy().into_owned().into();
+        cfg["root"]["readonly"] = false.into();
+        cfg["linux"]["cgroupsPath"] = cgroup_rel.clone().into();
+        // the host network: containers reach a listener on the test's loopback
+        let ns: Vec<serde_json::Value> = cfg["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["type"] != "network")
+            .cloned()
+            .collect();
+        cfg["linux"]["namespaces"] = ns.into();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&cfg).unwrap(),
+        )
+        .unwrap();
+        let state = self.dir.join("runc-state");
+        let log = bundle.join("runc.log");
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "-d", "--bundle"])
+            .arg(&bundle)
+            .arg(&name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            out.success(),
+            "runc run: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        self.slices
+            .push(format!("/kubepods.slice/kubepods-besteffort.slice/{slice}"));
+        self.containers.push(Container {
+            name,
+            state,
+            cgroup_rel,
+        });
+        self.containers.len() - 1
+    }
+
+    /// Runs `sh -c script` inside container `i` (busybox's shell runs applets named without a
+    /// path in-process, without an exec: scripts name binaries by path to exec them); returns (exit code, stdout+stderr).
+    fn exec(&self, i: usize, script: &str) -> (i32, String) {
+        let c = &self.containers[i];
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&c.state)
+            .args(["exec", &c.name, "/bin/sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn cgroup_id(&self, i: usize) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let root = loader::cgroup2_root().unwrap();
+        let rel = self.containers[i].cgroup_rel.trim_start_matches('/');
+        std::fs::metadata(root.join(rel)).unwrap().ino()
+    }
+
+    fn stop_containers(&mut self) {
+        for c in self.containers.drain(..) {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&c.state)
+                .args(["delete", "-f", &c.name])
+                .output();
+        }
+        // remove the test pods' cgroup directories in every hierarchy, leaves first
+        for slice in self.slices.drain(..) {
+            for h in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                let p = h.path().join(slice.trim_start_matches('/'));
+                let mut dirs: Vec<PathBuf> = Vec::new();
+                collect_dirs(&p, &mut dirs);
+                dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+                for d in dirs {
+                    let _ = std::fs::remove_dir(&d);
+                }
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        self.stop_containers();
+        if let Some(api) = self.api.take() {
+            self.rt.block_on(api.shutdown());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Starts a watch of this node's pods against the double.
+    fn pod_cache(&self) -> (PodCache, tokio_util::sync::CancellationToken) {
+        let cache = PodCache::new();
+        let token = tokio_util::sync::CancellationToken::new();
+        let client = {
+            let _g = self.rt.enter();
+            self.api().client().unwrap()
+        };
+        self.rt.spawn(pods::watch_pods(
+            client,
+            NODE.into(),
+            cache.clone(),
+            token.clone(),
+        ));
+        (cache, token)
+    }
+
+    fn wait_pods(&self, cache: &PodCache, n: usize) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while cache.len() < n {
+            assert!(
+                Instant::now() < end,
+                "pod watch saw {} pods, expected {n}",
+                cache.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn collect_dirs(p: &Path, out: &mut Vec<PathBuf>) {
+    if !p.is_dir() {
+        return;
+    }
+    out.push(p.to_path_buf());
+    for e in std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            collect_dirs(&e.path(), out);
+        }
+    }
+}
+
+// ---- running the enforcer -------------------------------------------------------------------
+
+struct Running {
+    node: Option<Node>,
+    rx: SinkReceiver,
+    tap: mpsc::Receiver<SyscallEvent>,
+    _watch: tokio_util::sync::CancellationToken,
+}
+
+fn rules(text: &str) -> Arc<RuleSet> {
+    Arc::new(
+        RuleSet::from_texts(&[("test_rules.yaml".to_string(), text.to_string())])
+            .unwrap_or_else(|e| panic!("rules: {e}")),
+    )
+}
+
+fn start_node(world: &World, rules_text: Option<&str>, all_cgroups: bool, pods: usize) -> Running {
+    let (cache, watch) = world.pod_cache();
+    world.wait_pods(&cache, pods);
+    let (sink, rx) = ChannelSink::new();
+    let (tx, tap) = mpsc::channel();
+    let mut opts = NodeOptions::new(NODE);
+    opts.loader = LoaderOptions {
+        pin_dir: PIN_DIR.into(),
+        all_cgroups,
+        ..LoaderOptions::default()
+    };
+    opts.rules = rules_text.map(rules);
+    opts.pods = cache;
+    opts.tap = Some(tx);
+    let node = Node::start(opts, Arc::new(sink)).unwrap_or_else(|e| panic!("node start: {e}"));
+    Running {
+        node: Some(node),
+        rx,
+        tap,
+        _watch: watch,
+    }
+}
+
+impl Running {
+    /// Events seen within `wait` that satisfy `pred`.
+    fn events(&self, wait: Duration, pred: impl Fn(&SyscallEvent) -> bool) -> Vec<SyscallEvent> {
+        let end = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.tap.recv_timeout(left) {
+                Ok(ev) if pred(&ev) => out.push(ev),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    fn found(&mut self) -> Vec<Found> {
+        let mut v = Vec::new();
+        while let Ok(f) = self.rx.try_recv() {
+            v.push(f);
+        }
+        v
+    }
+
+    fn stop(&mut self) {
+        if let Some(n) = self.node.take() {
+            n.stop();
+        }
+    }
+}
+
+/// A loopback server that answers and closes every connection, counting them.
+struct Server {
+    port: u16,
+    count: Arc<AtomicUsize>,
+    seen: usize,
+}
+
+fn listener() -> Server {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"ok\n");
+            c2.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    Server {
+        port,
+        count,
+        seen: 0,
+    }
+}
+
+impl Server {
+    /// Connections since the last call.
+    fn accepted(&mut self, settle: Duration) -> usize {
+        std::thread::sleep(settle);
+        let now = self.count.load(Ordering::SeqCst);
+        let n = now - self.seen;
+        self.seen = now;
+        n
+    }
+}
+
+// ---- cases ------------------------------------------------------------------------------------
+
+const VISIBILITY_RULES: &str = r#"
+- macro: spawned_process
+  condition: (evt.type in (execve, execveat))
+- macro: container
+  condition: (container.id != host)
+- rule: Exec in test pod
+  desc: every exec in a container
+  condition: spawned_process and container and k8s.ns.name = "vis"
+  output: exec %proc.cmdline in %container.id %k8s.ns.name/%k8s.pod.name parent=%proc.pname gparent=%proc.aname[2]
+  priority: NOTICE
+  source: syscall
+"#;
+
+fn visibility(w: &mut World) {
+    let (pod, cid) = w.pod("vis", "web-0");
+    let c = w.start(&pod, &cid);
+    let mut l = listener();
+    let port = l.port;
+    let mut run = start_node(w, Some(VISIBILITY_RULES), true, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out) = w.exec(c, &format!("echo x > /tmp/vis-file; /bin/cat /etc/shadow > /dev/null; echo hi | /bin/nc -w 1 127.0.0.1 {port}; true"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        l.accepted(Duration::from_millis(300)) >= 1,
+        "the container's connection never arrived"
+    );
+    // a host process
+    let host = Command::new("/bin/true").status().unwrap();
+    assert!(host.success());
+    let short = &cid[..12];
+    let evs = run.events(Duration::from_secs(2), |e| {
+        e.container.id == short || e.proc.name == "true"
+    });
+    let in_ctr: Vec<&SyscallEvent> = evs.iter().filter(|e| e.container.id == short).collect();
+    let find = |what: &str, f: &dyn Fn(&SyscallEvent) -> bool| -> SyscallEvent {
+        in_ctr
+            .iter()
+            .find(|e| f(e))
+            .map(|e| (*e).clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {what} among {} container events: {:#?}",
+                    in_ctr.len(),
+                    in_ctr
+                        .iter()
+                        .map(|e| (&e.evt_type, &e.proc.name, e.fd.as_ref().map(|f| &f.name)))
+                        .collect::<Vec<_>>()
+                )
+            })
+    };
+    let cat = find("exec of cat", &|e| {
+        e.evt_type == "execve" && e.proc.name == "cat"
+    });
+    assert_eq!(cat.k8s.pod_name, "web-0");
+    assert_eq!(cat.k8s.ns_name, "vis");
+    assert_eq!(cat.k8s.pod_uid, pod.uid);
+    assert_eq!(cat.k8s.node_name, NODE);
+    assert_eq!(cat.container.name, "main");
+    assert_eq!(cat.container.image_repository, "docker.io/library/busybox");
+    assert_eq!(cat.container.image_tag, "1.36");
+    assert_eq!(cat.proc.exepath, "/bin/cat");
+    assert_eq!(cat.proc.args, vec!["/etc/shadow"]);
+    assert_eq!(cat.proc.pname, "sh", "{:?}", cat.proc);
+    assert!(
+        cat.proc.pcmdline.starts_with("sh -c echo x"),
+        "{}",
+        cat.proc.pcmdline
+    );
+    assert!(
+        cat.proc
+            .ancestors
+            .get(1)
+            .is_some_and(|a| a.starts_with("runc")),
+        "ancestry {:?}",
+        cat.proc.ancestors
+    );
+    let write = find("open for write", &|e| {
+        e.evt_type.starts_with("open") && e.fd.as_ref().is_some_and(|f| f.name == "/tmp/vis-file")
+    });
+    assert!(write.args["flags"].contains("O_WRONLY"), "{:?}", write.args);
+    assert_eq!(write.proc.name, "sh");
+    let shadow = find("sensitive read", &|e| {
+        e.evt_type.starts_with("open") && e.fd.as_ref().is_some_and(|f| f.name == "/etc/shadow")
+    });
+    assert!(shadow.args["flags"].contains("O_RDONLY"));
+    assert_eq!(shadow.k8s.pod_name, "web-0");
+    let conn = find("connect", &|e| e.evt_type == "connect");
+    let fd = conn.fd.clone().unwrap();
+    assert_eq!(
+        (fd.sip.as_str(), fd.sport, fd.typechar.as_str()),
+        ("127.0.0.1", i64::from(port), "4")
+    );
+    assert_eq!(conn.proc.name, "nc");
+    let host_ev = evs
+        .iter()
+        .find(|e| e.proc.name == "true" && e.evt_type == "execve")
+        .expect("host exec not seen");
+    assert_eq!(host_ev.container.id, "host");
+    assert!(host_ev.k8s.pod_name.is_empty());
+    // alerts: Falco JSON with the pod identity
+    std::thread::sleep(Duration::from_millis(200));
+    let found = run.found();
+    let nfound = found.len();
+    let snap = run.node.as_ref().unwrap().snapshot();
+    let alerts: Vec<serde_json::Value> = found
+        .into_iter()
+        .filter_map(|f| match f {
+            Found::Alert(a) => Some(serde_json::to_value(&*a).unwrap()),
+            _ => None,
+        })
+        .collect();
+    let a = alerts
+        .iter()
+        .find(|a| a["output_fields"]["proc.cmdline"] == "cat /etc/shadow")
+        .unwrap_or_else(|| {
+            panic!(
+                "no alert for cat among {nfound} found: {alerts:#?}; alerts_total {:?} events {}",
+                snap.alerts_total, snap.events_total
+            )
+        });
+    assert_eq!(a["rule"], "Exec in test pod");
+    assert_eq!(a["source"], "syscall");
+    assert_eq!(a["output_fields"]["container.id"], short);
+    assert_eq!(a["output_fields"]["k8s.pod.name"], "web-0");
+    assert!(
+        a["output"].as_str().unwrap().contains("parent=sh"),
+        "{}",
+        a["output"]
+    );
+    assert!(snap.kernel.emitted > 0);
+    run.stop();
+}
+
+const ENFORCE_RULES: &str = r#"
+- rule: Netcat in container
+  desc: netcat is not allowed in containers
+  condition: evt.type in (execve, execveat) and container.id != host and proc.name = nc
+  output: netcat run in %container.id (%proc.cmdline)
+  priority: CRITICAL
+  source: syscall
+  tether:
+    mode: enforce
+    actions: [block]
+"#;
+
+fn enforce_exec_fallback(w: &mut World) {
+    let (pod, cid) = w.pod("enf", "api-0");
+    let c = w.start(&pod, &cid);
+    let mut run = start_node(w, Some(ENFORCE_RULES), false, 1);
+    let snap = run.node.as_ref().unwrap().snapshot();
+    let p = snap
+        .postures
+        .iter()
+        .find(|p| p.rule == "Netcat in container")
+        .unwrap();
+    assert_eq!(p.exec_deny, vec!["nc".to_string()], "{p:?}");
+    let (code, out) = w.exec(
+        c,
+        "/bin/nc -h >/dev/null 2>&1; echo rc=$?; echo still-alive",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("rc=137"),
+        "nc was not killed at exec (SIGKILL = 137): {out}"
+    );
+    assert!(out.contains("still-alive"));
+    // the shell itself and other binaries are untouched
+    let (code, out) = w.exec(c, "/bin/id -u");
+    assert_eq!((code, out.trim()), (0, "0"));
+    let evs = run.events(Duration::from_secs(1), |e| {
+        e.evt_type == "execve" && e.proc.name == "nc"
+    });
+    let ev = evs.first().expect("the killed exec is still reported");
+    assert!(ev.args.contains_key("killed"), "{:?}", ev.args);
+    std::thread::sleep(Duration::from_millis(200));
+    let found = run.found();
+    assert!(found.iter().any(|f| matches!(f, Found::Action(a) if a.kind == "block" && a.status == "done" && a.target.contains("api-0"))), "no block action record");
+    assert!(found
+        .iter()
+        .any(|f| matches!(f, Found::Alert(a) if a.rule == "Netcat in container")));
+    // host processes are not watched: nc on the host runs
+    let host = Command::new("busybox")
+        .args(["nc", "-h"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_ne!(host.code(), None, "busybox nc on the host was killed");
+    run.stop();
+}
+
+const ISOLATE_RULES: &str = r#"
+- rule: Trigger file touched
+  desc: touching /tmp/trigger isolates the pod
+  condition: evt.type = execve and container.id != host and proc.name = touch and k8s.ns.name = "iso"
+  output: trigger in %k8s.pod.name
+  priority: WARNING
+  source: syscall
+  tether:
+    mode: enforce
+    actions: [isolate]
+- rule: Trigger file touched (detect)
+  desc: the same in detect mode, for the pods of namespace det
+  condition: evt.type = execve and container.id != host and proc.name = touch and k8s.ns.name = "det"
+  output: trigger in %k8s.pod.name
+  priority: WARNING
+  source: syscall
+  tether:
+    mode: detect
+    actions: [isolate]
+"#;
+
+fn isolate_and_detect(w: &mut World) {
+    let (pa, ca) = w.pod("iso", "victim-0");
+    let (pb, cb) = w.pod("iso", "bystander-0");
+    let (pc, cc) = w.pod("det", "watched-0");
+    let a = w.start(&pa, &ca);
+    let b = w.start(&pb, &cb);
+    let d = w.start(&pc, &cc);
+    let mut l = listener();
+    let port = l.port;
+    let mut run = start_node(w, Some(ISOLATE_RULES), false, 3);
+    let get = format!("echo hi | /bin/nc -w 1 127.0.0.1 {port}; echo rc=$?");
+    let (_, out) = w.exec(a, &get);
+    assert!(out.contains("rc=0"), "before isolation: {out}");
+    assert_eq!(l.accepted(Duration::from_millis(300)), 1);
+    w.exec(a, "/bin/touch /tmp/trigger");
+    w.exec(d, "/bin/touch /tmp/trigger");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, out) = w.exec(a, &get);
+    assert!(
+        !out.contains("rc=0"),
+        "the isolated pod still connects: {out}"
+    );
+    assert_eq!(
+        l.accepted(Duration::from_millis(300)),
+        0,
+        "a connection from the isolated pod arrived"
+    );
+    let (_, out) = w.exec(b, &get);
+    assert!(
+        out.contains("rc=0"),
+        "a pod of the same namespace was affected: {out}"
+    );
+    let (_, out) = w.exec(d, &get);
+    assert!(out.contains("rc=0"), "detect mode cut the network: {out}");
+    assert_eq!(l.accepted(Duration::from_millis(300)), 2);
+    let denied = run.events(Duration::from_secs(1), |e| {
+        e.evt_type == "connect" && e.args.contains_key("denied")
+    });
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.k8s.pod_name == "victim-0" && e.evt_res < 0),
+        "refused connect not reported"
+    );
+    let found = run.found();
+    let isolations: Vec<_> = found
+        .iter()
+        .filter_map(|f| match f {
+            Found::Action(a) if a.kind == "isolate" => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(isolations.len(), 1, "{isolations:?}");
+    assert_eq!(isolations[0].target, format!("cgroup/{}", w.cgroup_id(a)));
+    assert!(found
+        .iter()
+        .any(|f| matches!(f, Found::Alert(al) if al.rule == "Trigger file touched (detect)")));
+    let snap = run.node.as_ref().unwrap().snapshot();
+    assert!(snap.kernel.net_denied >= 1);
+    run.stop();
+}
+
+fn lsm_path(w: &mut World) {
+    let btf = aya::Btf::from_sys_fs().unwrap();
+    let caps = node_enforcer::Capabilities::probe(&btf, &loader::cgroup2_root().unwrap());
+    if let Some(reason) = caps.bpf_lsm.reason() {
+        println!("    lsm path not testable on this kernel (the SIGKILL fallback is tested instead): {reason}");
+        return;
+    }
+    let (pod, cid) = w.pod("lsm", "lsm-0");
+    let c = w.start(&pod, &cid);
+    let mut run = start_node(w, Some(ENFORCE_RULES), false, 1);
+    let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+    assert!(
+        out.contains("rc=126") || out.contains("rc=127"),
+        "LSM should refuse the exec with EPERM: {out}"
+    );
+    run.stop();
+}
+
+fn restart_readopt_unload(w: &mut World) {
+    let (pod, cid) = w.pod("rst", "rst-0");
+    let c = w.start(&pod, &cid);
+    let rules_path = w.dir.join("restart_rules.yaml");
+    std::fs::write(&rules_path, ENFORCE_RULES).unwrap();
+    let spawn = || {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("TETHER_TEST_ROLE", "loader")
+            .env("TETHER_TEST_RULES", &rules_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, line)
+    };
+    let (mut first, line) = spawn();
+    assert!(line.starts_with("ready adopted=false"), "{line}");
+    let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+    assert!(out.contains("rc=137"), "first loader: {out}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // no loader runs: the pinned programs still enforce
+    let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+    assert!(
+        out.contains("rc=137"),
+        "enforcement did not hold while the loader was down: {out}"
+    );
+    let (mut second, line) = spawn();
+    assert!(
+        line.starts_with("ready adopted=true"),
+        "the restarted loader did not re-adopt the pins: {line}"
+    );
+    let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+    assert!(out.contains("rc=137"), "second loader: {out}");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let removed = loader::unload(Path::new(PIN_DIR)).unwrap();
+    assert!(
+        removed.iter().any(|p| p.ends_with("links/tether_exec")),
+        "{removed:?}"
+    );
+    assert!(!Path::new(PIN_DIR).exists());
+    let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+    assert!(
+        !out.contains("rc=137"),
+        "unload left enforcement in place: {out}"
+    );
+}
+
+/// The loader role of `restart_readopt_unload`: runs until killed.
+fn child_loader() -> ExitCode {
+    let rules_path = std::env::var("TETHER_TEST_RULES").unwrap();
+    let text = std::fs::read_to_string(rules_path).unwrap();
+    let (sink, _rx) = ChannelSink::new();
+    let mut opts = NodeOptions::new(NODE);
+    opts.loader = LoaderOptions {
+        pin_dir: PIN_DIR.into(),
+        ..LoaderOptions::default()
+    };
+    opts.rules = Some(rules(&text));
+    let node = Node::start(opts, Arc::new(sink)).unwrap();
+    println!("ready adopted={}", node.adopted());
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+fn bad_input(_w: &mut World) {
+    let cases = [
+        ("unknown field", "- rule: R1\n  desc: d\n  condition: proc.nosuchfield = x\n  output: o\n  priority: WARNING\n  source: syscall\n", "proc.nosuchfield"),
+        ("bad syntax", "- rule: R2\n  desc: d\n  condition: proc.name = = nc\n  output: o\n  priority: WARNING\n  source: syscall\n", "R2"),
+        ("unknown output field", "- rule: R3\n  desc: d\n  condition: proc.name = nc\n  output: \"%proc.bogus\"\n  priority: WARNING\n  source: syscall\n", "proc.bogus"),
+        ("bad action", "- rule: R4\n  desc: d\n  condition: proc.name = nc\n  output: o\n  priority: WARNING\n  source: syscall\n  tether: {mode: enforce, actions: [explode]}\n", "explode"),
+    ];
+    for (what, text, needle) in cases {
+        match RuleSet::from_texts(&[("bad.yaml".to_string(), text.to_string())]) {
+            Ok(_) => panic!("{what}: a malformed syscall rule loaded"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(needle) && msg.contains("bad.yaml"),
+                    "{what}: error does not name {needle:?} and the file: {msg}"
+                );
+            }
+        }
+    }
+    // a file-write block cannot be had without BPF LSM: loud, degraded posture
+    let rs = rules(
+        "- rule: No writes below etc\n  desc: d\n  condition: evt.type in (open, openat) and evt.is_open_write = true and fd.directory = /etc\n  output: o\n  priority: ERROR\n  source: syscall\n  tether: {mode: enforce, actions: [block]}\n",
+    );
+    let btf = aya::Btf::from_sys_fs().unwrap();
+    let caps = node_enforcer::Capabilities::probe(&btf, &loader::cgroup2_root().unwrap());
+    let postures = node_enforcer::posture::compute(&rs, &caps);
+    let p = &postures[0];
+    if caps.bpf_lsm.is_available() {
+        assert!(!p.degraded, "{p:?}");
+    } else {
+        assert!(p.degraded, "{p:?}");
+        assert!(p.warnings.iter().any(|w| w.contains("BPF LSM")), "{p:?}");
+    }
+    // garbage ring-buffer records are errors, never panics
+    for bytes in [&[][..], &[1, 0, 0][..], &[9u8; 80][..], &[1u8; 200][..]] {
+        assert!(node_enforcer::decode(bytes).is_err());
+    }
+}
