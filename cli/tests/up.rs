@@ -85,10 +85,7 @@ fn up_runs_webhook_and_audit_bridge_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(answer["kind"], "AdmissionReview");
     let uid = answer["response"]["uid"].as_str().unwrap();
-    assert_eq!(
-        answer["response"]["auditAnnotations"]["session"],
-        uid
-    );
+    assert_eq!(answer["response"]["auditAnnotations"]["session"], uid);
 
     // The audit webhook backend takes a batch with the generated token; the bundled
     // library's Falco rules alert on the exec.

@@ -187,7 +187,14 @@ async fn ensure_certs(exe: &Path, dir: &Path) -> Result<(), String> {
         return Ok(());
     }
     let status = Command::new(exe)
-        .args(["certs", "generate", "--dns", "localhost", "--ip", "127.0.0.1"])
+        .args([
+            "certs",
+            "generate",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+        ])
         .arg("--out")
         .arg(dir)
         .stdout(Stdio::null())
