@@ -81,16 +81,28 @@ fn vm_hwm_kb(pid: u32) -> u64 {
 }
 
 fn counters(tether: &str) -> (u64, u64) {
-    let out = Command::new(tether).args(["node", "status", "--output", "json"]).output().unwrap();
+    let out = Command::new(tether)
+        .args(["node", "status", "--output", "json"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let c = &v["pinned"]["counters"];
-    (c["emitted"].as_u64().unwrap_or(0), c["lost"].as_u64().unwrap_or(0))
+    (
+        c["emitted"].as_u64().unwrap_or(0),
+        c["lost"].as_u64().unwrap_or(0),
+    )
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let tether = args.get(1).cloned().unwrap_or_else(|| "target/release/tether".into());
-    let rules = args.get(2).cloned().unwrap_or_else(|| "../shared/fixtures/falco-rules/falco_rules.yaml".into());
+    let tether = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "target/release/tether".into());
+    let rules = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "../shared/fixtures/falco-rules/falco_rules.yaml".into());
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("f");
@@ -106,7 +118,15 @@ fn main() {
     // tether node, Falco's stable rules, watching host processes too
     let alerts = dir.join("alerts.jsonl");
     let node = Command::new(&tether)
-        .args(["node", "--all-cgroups", "--kube", "off", "--rules", &rules, "--alerts"])
+        .args([
+            "node",
+            "--all-cgroups",
+            "--kube",
+            "off",
+            "--rules",
+            &rules,
+            "--alerts",
+        ])
         .arg(&alerts)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -143,15 +163,25 @@ fn main() {
     rows.push((
         "tether node (Falco stable rules, --all-cgroups)".into(),
         r,
-        format!("{} kernel events, {} lost during the loops", e1 - e0, l1 - l0),
+        format!(
+            "{} kernel events, {} lost during the loops",
+            e1 - e0,
+            l1 - l0
+        ),
     ));
 
     // bpftrace printing the same events
-    let _ = Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]).output();
+    let _ = Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+        .output();
     let script = "tracepoint:sched:sched_process_exec { printf(\"exec %d %s\\n\", pid, str(args.filename)); } \
                   tracepoint:syscalls:sys_exit_openat /@w[tid]/ { printf(\"open %d %d\\n\", pid, args.ret); delete(@w[tid]); } \
                   tracepoint:syscalls:sys_enter_openat /args.flags & 3/ { @w[tid] = 1; }";
-    let bt = Command::new("bpftrace").args(["-e", script]).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let bt = Command::new("bpftrace")
+        .args(["-e", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     let bt_row = match bt {
         Ok(c) => {
             std::thread::sleep(Duration::from_secs(6));
@@ -169,18 +199,51 @@ fn main() {
     }
 
     // auditd with syscall rules for the same events
-    let auditd = Command::new("auditd").arg("-f").stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let auditd = Command::new("auditd")
+        .arg("-f")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     match auditd {
         Ok(c) => {
             std::thread::sleep(Duration::from_secs(2));
-            let add = |a: &[&str]| Command::new("auditctl").args(a).output().map(|o| o.status.success()).unwrap_or(false);
-            let ok = add(&["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "tether-bench"])
-                && add(&["-a", "always,exit", "-F", "arch=b64", "-S", "openat", "-F", "a2&3", "-k", "tether-bench"]);
+            let add = |a: &[&str]| {
+                Command::new("auditctl")
+                    .args(a)
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false)
+            };
+            let ok = add(&[
+                "-a",
+                "always,exit",
+                "-F",
+                "arch=b64",
+                "-S",
+                "execve",
+                "-k",
+                "tether-bench",
+            ]) && add(&[
+                "-a",
+                "always,exit",
+                "-F",
+                "arch=b64",
+                "-S",
+                "openat",
+                "-F",
+                "a2&3",
+                "-k",
+                "tether-bench",
+            ]);
             let r = workloads(&path);
             let _ = add(&["-D"]);
             kill(c);
             if ok {
-                rows.push(("auditd (execve + openat for write)".into(), r, String::new()));
+                rows.push((
+                    "auditd (execve + openat for write)".into(),
+                    r,
+                    String::new(),
+                ));
             } else {
                 eprintln!("auditctl refused the rules");
             }

@@ -1,4 +1,4 @@
-//! Prints decoded kernel records for a few seconds: `cargo run -p node-enforcer --example dump -- SECS [--all]`.
+//! Prints decoded kernel records for a few seconds (a debugging aid, root): `cargo run -p node-enforcer --example dump -- SECS [--all] [--deny NAME]` (`--deny` kills NAME at exec in Kubernetes containers; `tether node unload` removes the pins afterwards).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use node_enforcer::{loader, Enforcer, LoaderOptions};

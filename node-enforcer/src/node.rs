@@ -51,14 +51,11 @@ pub const SENSITIVE_PREFIXES: &[&str] = &[
     "/etc/pam.conf",
     "/etc/pam.d/",
     "/etc/security/",
-    "/etc/passwd",
     "/root/.ssh/",
     "/root/.aws/",
     "/etc/kubernetes/",
     "/var/run/secrets/",
     "/run/secrets/",
-    "/proc/self/environ",
-    "/sys/fs/cgroup/",
 ];
 
 /// How to run.
