@@ -22,7 +22,29 @@ pub(crate) trait Get {
 
 impl Get for Json {
     fn get_key(&self, k: &str) -> Option<&Json> {
-        self.get(k)
+        member(self, k)
+    }
+}
+
+/// Objects up to this size are searched key by key: comparing a few short keys is cheaper
+/// than hashing the key (Kubernetes objects are mostly small maps).
+const SCAN_MAX: usize = 16;
+
+/// The value of `k` in an object (`None` for other values), as `serde_json::Value::get`.
+pub(crate) fn member<'a>(v: &'a Json, k: &str) -> Option<&'a Json> {
+    match v {
+        Json::Object(m) if m.len() <= SCAN_MAX => {
+            let kb = k.as_bytes();
+            m.iter()
+                .find(|(key, _)| {
+                    let b = key.as_bytes();
+                    // Length and first byte rule out most keys before comparing the rest.
+                    b.len() == kb.len() && b.first() == kb.first() && b == kb
+                })
+                .map(|(_, v)| v)
+        }
+        Json::Object(m) => m.get(k),
+        _ => None,
     }
 }
 
@@ -75,7 +97,7 @@ impl Body {
     /// The top-level value of `key` (the last one when a key repeats, as serde_json does).
     pub fn get(&self, key: &str) -> Option<&Json> {
         match self {
-            Body::Parsed(j) => j.get(key),
+            Body::Parsed(j) => member(j, key),
             Body::Lazy { text, entries, .. } => {
                 let e = entries.iter().rev().find(|e| e.key(text) == key)?;
                 Some(e.val.get_or_init(|| parse_range(text, &e.range)))

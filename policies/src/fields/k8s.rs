@@ -3,10 +3,11 @@
 
 use std::borrow::Cow;
 
+use jsonpath_rust::parser::model::JpQuery;
 use serde_json::Value as Json;
 
 use super::{def, ArgKind, Extract, FieldArg, FieldDef, FieldType as T, KA};
-use crate::body::{Body, Get};
+use crate::body::{member, Body, Get};
 use crate::event::Event;
 use crate::value::{from_json, Value};
 
@@ -39,7 +40,7 @@ fn at<'e, G: Get + ?Sized>(j: &'e G, path: &[&str]) -> Option<&'e Json> {
     let (first, rest) = path.split_first()?;
     let mut cur = j.get_key(first)?;
     for k in rest {
-        cur = cur.get(*k)?;
+        cur = member(cur, k)?;
     }
     Some(cur)
 }
@@ -75,7 +76,7 @@ pub(crate) fn pointer<'e>(j: &'e Body, segs: &[String]) -> Option<&'e Json> {
     let mut cur = j.get(first)?;
     for s in rest {
         cur = match cur {
-            Json::Object(m) => m.get(s.as_str())?,
+            Json::Object(_) => member(cur, s)?,
             Json::Array(a) => a.get(s.parse::<usize>().ok()?)?,
             _ => return None,
         };
@@ -1103,16 +1104,36 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         true,
         "the values a JSONPath selects in the event (json[$.spec.containers[*].image])",
         kx!(|j, a| match a {
-            FieldArg::JsonPath(q) => match jsonpath_rust::query::js_path_process(q, j.full()) {
-                Ok(found) => list_of(found.into_iter().map(|r| match r.val() {
-                    v @ (Json::Object(_) | Json::Array(_)) => Value::Str(Cow::Owned(v.to_string())),
+            FieldArg::JsonPath(q) => match json_select(q, j) {
+                Ok(found) => list_of(found.into_iter().map(|v| match v {
+                    Json::Object(_) | Json::Array(_) => Value::Str(Cow::Owned(v.to_string())),
                     v => from_json(v),
                 })),
-                Err(_) => Value::Missing,
+                Err(()) => Value::Missing,
             },
             _ => Value::Missing,
         }),
     ));
+}
+
+/// The values a JSONPath selects in the body: the direct evaluator, or `jsonpath_rust` for
+/// queries that call functions. `Err` where the query yields no nodes but a value.
+fn json_select<'e>(q: &'e JpQuery, j: &'e Body) -> Result<Vec<&'e Json>, ()> {
+    match super::jpath::select(q, j) {
+        Some(r) => r,
+        None => jsonpath_rust::query::js_path_process(q, j.full())
+            .map(|f| f.into_iter().map(|r| r.val()).collect())
+            .map_err(|_| ()),
+    }
+}
+
+/// Whether `json[q]` is present on the event (what `json[q] exists` tests) without rendering
+/// the selected objects as text: some selected value is not `null`.
+pub(crate) fn json_exists(q: &JpQuery, ev: &Event) -> bool {
+    match ev.body() {
+        Some(j) => json_select(q, j).is_ok_and(|found| found.iter().any(|v| !v.is_null())),
+        None => false,
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! load, and evaluates as missing on every event — exactly how Falco treats an absent value: a
 //! comparison with it is false, `exists` is false, outputs print `<NA>` (`null` in JSON).
 
+mod jpath;
 mod k8s;
 mod sys;
 
@@ -127,6 +128,15 @@ pub struct FieldRef {
 impl FieldRef {
     pub fn extract<'e>(&'e self, ev: &'e Event) -> Value<'e> {
         (self.id.def().extract)(ev, &self.arg)
+    }
+
+    /// Whether the event carries this field: `!self.extract(ev).is_missing()`, without
+    /// building the value where that is costly (objects a `json[...]` query selects).
+    pub(crate) fn present(&self, ev: &Event) -> bool {
+        match &self.arg {
+            FieldArg::JsonPath(q) if self.id.def().name == "json" => k8s::json_exists(q, ev),
+            _ => !self.extract(ev).is_missing(),
+        }
     }
 }
 

@@ -49,7 +49,7 @@ pub(crate) enum CRhs {
     Glob(GlobMatcher),
     Regex(Regex),
     Set {
-        strs: HashSet<String>,
+        strs: StrSet,
         ints: HashSet<i64>,
     },
     /// Path prefixes for `pmatch`.
@@ -421,7 +421,10 @@ impl<'a> Compiler<'a> {
                                 strs.insert(s);
                             }
                         }
-                        CRhs::Set { strs, ints }
+                        CRhs::Set {
+                            strs: StrSet::new(strs),
+                            ints,
+                        }
                     }
                 }
             }
@@ -736,6 +739,41 @@ pub(crate) fn fields_of(e: &Expr, out: &mut Vec<(FieldId, String)>) {
 }
 
 /// Which values of one field (e.g. `evt.type`) an expression can match: `None` means any.
+/// The strings of an `in`/`intersects` list. Small lists are searched one by one, which is
+/// cheaper than hashing the value; large ones through a hash set.
+#[derive(Debug, Clone)]
+pub(crate) enum StrSet {
+    Small(Vec<String>),
+    Large(HashSet<String>),
+}
+
+/// Lists up to this length are searched one by one.
+const SMALL_SET: usize = 8;
+
+impl StrSet {
+    fn new(set: HashSet<String>) -> StrSet {
+        if set.len() <= SMALL_SET {
+            StrSet::Small(set.into_iter().collect())
+        } else {
+            StrSet::Large(set)
+        }
+    }
+
+    pub(crate) fn contains(&self, x: &str) -> bool {
+        match self {
+            StrSet::Small(v) => v.iter().any(|s| s == x),
+            StrSet::Large(h) => h.contains(x),
+        }
+    }
+
+    fn to_set(&self) -> HashSet<String> {
+        match self {
+            StrSet::Small(v) => v.iter().cloned().collect(),
+            StrSet::Large(h) => h.clone(),
+        }
+    }
+}
+
 pub(crate) fn possible_values(e: &Expr, field: FieldId) -> Option<HashSet<String>> {
     match e {
         Expr::And(v) => {
@@ -765,7 +803,7 @@ pub(crate) fn possible_values(e: &Expr, field: FieldId) -> Option<HashSet<String
             }
             match (&c.op, &c.rhs) {
                 (Op::Eq, CRhs::Text(t)) => Some(std::iter::once(t.clone()).collect()),
-                (Op::In, CRhs::Set { strs, .. }) => Some(strs.clone()),
+                (Op::In, CRhs::Set { strs, .. }) => Some(strs.to_set()),
                 _ => None,
             }
         }

@@ -76,6 +76,9 @@ fn as_int(v: &Value<'_>) -> Option<i64> {
 }
 
 fn cmp(c: &Cmp, ev: &Event) -> bool {
+    if c.op == Op::Exists && c.lhs.transforms.is_empty() {
+        return c.lhs.field.present(ev);
+    }
     let v = operand_value(&c.lhs, ev);
     if c.op == Op::Exists {
         return !v.is_missing();

@@ -1,0 +1,427 @@
+//! A direct evaluator for `json[...]` JSONPath queries.
+//!
+//! It walks `jsonpath_rust`'s parsed query over the event's JSON with exactly the semantics of
+//! `jsonpath_rust::query::js_path_process` (same nodes, same order, the same answers for
+//! missing values and mixed types), without building the normalized path string of every node
+//! it visits, which is most of that function's cost. Queries that call a function (`length()`,
+//! `match()`, ...) are not handled here: [`select`] answers `None` and the caller falls back to
+//! `jsonpath_rust`.
+
+use jsonpath_rust::parser::model::{
+    Comparable, Comparison, Filter, FilterAtom, JpQuery, Literal, Segment, Selector, SingularQuery,
+    SingularQuerySegment, Test,
+};
+use serde_json::Value as Json;
+
+use crate::body::{member, Body};
+
+/// The query calls a function: left to `jsonpath_rust`.
+struct Unsupported;
+
+type R<T> = Result<T, Unsupported>;
+
+/// A node; `item` marks the element a filter is testing (`@` itself), which `jsonpath_rust`
+/// treats apart (a filter applied to it yields a boolean, not nodes).
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    v: &'a Json,
+    item: bool,
+}
+
+#[derive(Clone)]
+enum Data<'a> {
+    Ref(Node<'a>),
+    Refs(Vec<Node<'a>>),
+    /// A filter applied to the item itself answers a boolean; no step reads which.
+    Value,
+    Nothing,
+}
+
+impl<'a> Data<'a> {
+    fn reduce(self, other: Data<'a>) -> Data<'a> {
+        match (self, other) {
+            (Data::Ref(a), Data::Ref(b)) => Data::Refs(vec![a, b]),
+            (Data::Ref(a), Data::Refs(mut v)) => {
+                v.insert(0, a);
+                Data::Refs(v)
+            }
+            (Data::Refs(mut v), Data::Ref(b)) => {
+                v.push(b);
+                Data::Refs(v)
+            }
+            (Data::Refs(mut v), Data::Refs(w)) => {
+                v.extend(w);
+                Data::Refs(v)
+            }
+            (d @ (Data::Ref(_) | Data::Refs(_)), Data::Nothing) => d,
+            (Data::Nothing, d @ (Data::Ref(_) | Data::Refs(_))) => d,
+            _ => Data::Nothing,
+        }
+    }
+
+    fn flat_map<F>(self, f: F) -> R<Data<'a>>
+    where
+        F: Fn(Node<'a>) -> R<Data<'a>>,
+    {
+        Ok(match self {
+            Data::Ref(n) => f(n)?,
+            Data::Refs(v) => {
+                let mut out = Vec::with_capacity(v.len());
+                for n in v {
+                    match f(n)? {
+                        Data::Ref(x) => out.push(x),
+                        Data::Refs(xs) => out.extend(xs),
+                        _ => {}
+                    }
+                }
+                Data::Refs(out)
+            }
+            _ => Data::Nothing,
+        })
+    }
+}
+
+/// The root of the query: the event's body, whose top-level values are read one by one and
+/// whose whole document is built only for a query that names `$` inside a filter.
+#[derive(Clone, Copy)]
+struct Root<'a>(&'a Body);
+
+impl<'a> Root<'a> {
+    fn full(self) -> &'a Json {
+        self.0.full()
+    }
+}
+
+/// The values `q` selects in the body, in `jsonpath_rust`'s order; `Some(Err(()))` where
+/// `jsonpath_rust` answers an error (the query yields a value, not nodes), `None` when the
+/// query calls a function.
+pub(crate) fn select<'a>(q: &'a JpQuery, body: &'a Body) -> Option<Result<Vec<&'a Json>, ()>> {
+    let root = Root(body);
+    // `$.name...`: the first step reads one top-level value.
+    let (start, rest) = match q.segments.split_first() {
+        Some((Segment::Selector(Selector::Name(k)), rest)) => (
+            body.get(k).map_or(Data::Nothing, |v| Data::Ref(child(v))),
+            rest,
+        ),
+        _ => (Data::Ref(child(root.full())), q.segments.as_slice()),
+    };
+    match segments(rest, start, root) {
+        Err(Unsupported) => None,
+        Ok(Data::Ref(n)) => Some(Ok(vec![n.v])),
+        Ok(Data::Refs(v)) => Some(Ok(v.into_iter().map(|n| n.v).collect())),
+        Ok(Data::Value) => Some(Err(())),
+        Ok(Data::Nothing) => Some(Ok(Vec::new())),
+    }
+}
+
+fn segments<'a>(segs: &'a [Segment], mut d: Data<'a>, root: Root<'a>) -> R<Data<'a>> {
+    for s in segs {
+        d = segment(s, d, root)?;
+    }
+    Ok(d)
+}
+
+fn segment<'a>(s: &'a Segment, d: Data<'a>, root: Root<'a>) -> R<Data<'a>> {
+    match s {
+        Segment::Descendant(inner) => {
+            let d = d.flat_map(|n| Ok(descendants(n)))?;
+            segment(inner, d, root)
+        }
+        Segment::Selector(sel) => selector(sel, d, root),
+        Segment::Selectors(sels) => {
+            let mut acc: Option<Data<'a>> = None;
+            for sel in sels {
+                let r = selector(sel, d.clone(), root)?;
+                acc = Some(match acc {
+                    None => r,
+                    Some(a) => a.reduce(r),
+                });
+            }
+            Ok(acc.unwrap_or(Data::Ref(child(root.full()))))
+        }
+    }
+}
+
+fn descendants(n: Node<'_>) -> Data<'_> {
+    let children: Vec<Node<'_>> = match n.v {
+        Json::Array(a) => a.iter().map(|v| Node { v, item: false }).collect(),
+        Json::Object(o) => o.values().map(|v| Node { v, item: false }).collect(),
+        _ => return Data::Nothing,
+    };
+    let below = Data::Refs(children)
+        .flat_map(|c| Ok(descendants(c)))
+        .unwrap_or(Data::Nothing);
+    Data::Ref(n).reduce(below)
+}
+
+fn child(v: &Json) -> Node<'_> {
+    Node { v, item: false }
+}
+
+fn key<'a>(n: Node<'a>, k: &str) -> Data<'a> {
+    match member(n.v, k) {
+        Some(v) => Data::Ref(child(v)),
+        None => Data::Nothing,
+    }
+}
+
+fn index(n: Node<'_>, idx: i64) -> Data<'_> {
+    let Some(a) = n.v.as_array() else {
+        return Data::Nothing;
+    };
+    let i = if idx >= 0 {
+        match usize::try_from(idx) {
+            Ok(i) if i < a.len() => i,
+            _ => return Data::Nothing,
+        }
+    } else {
+        match usize::try_from(idx.unsigned_abs()) {
+            Ok(back) if back <= a.len() => a.len() - back,
+            _ => return Data::Nothing,
+        }
+    };
+    a.get(i).map_or(Data::Nothing, |v| Data::Ref(child(v)))
+}
+
+fn wildcard(n: Node<'_>) -> Data<'_> {
+    match n.v {
+        Json::Array(a) if !a.is_empty() => Data::Refs(a.iter().map(child).collect()),
+        Json::Object(o) if !o.is_empty() => Data::Refs(o.values().map(child).collect()),
+        _ => Data::Nothing,
+    }
+}
+
+fn slice(n: Node<'_>, start: Option<i64>, end: Option<i64>, step: Option<i64>) -> Data<'_> {
+    let Some(a) = n.v.as_array() else {
+        return Data::Nothing;
+    };
+    let len = i64::try_from(a.len()).unwrap_or(i64::MAX);
+    let norm = |i: i64| if i >= 0 { i } else { len.saturating_add(i) };
+    let mut out = Vec::new();
+    let at = |i: i64| usize::try_from(i).ok().and_then(|i| a.get(i));
+    match step.unwrap_or(1) {
+        e if e > 0 => {
+            let lower = norm(start.unwrap_or(0)).max(0).min(len);
+            let upper = norm(end.unwrap_or(len)).max(0).min(len);
+            let mut i = lower;
+            while i < upper {
+                if let Some(v) = at(i) {
+                    out.push(child(v));
+                }
+                i = i.saturating_add(e);
+            }
+        }
+        e if e < 0 => {
+            let lower = norm(end.unwrap_or((-len).saturating_sub(1)))
+                .max(-1)
+                .min(len - 1);
+            let upper = norm(start.unwrap_or(len - 1)).max(-1).min(len - 1);
+            let mut i = upper;
+            while lower < i {
+                if let Some(v) = at(i) {
+                    out.push(child(v));
+                }
+                i = i.saturating_add(e);
+            }
+        }
+        _ => {}
+    }
+    Data::Refs(out)
+}
+
+fn selector<'a>(s: &'a Selector, d: Data<'a>, root: Root<'a>) -> R<Data<'a>> {
+    match s {
+        Selector::Name(k) => d.flat_map(|n| Ok(key(n, k))),
+        Selector::Index(i) => d.flat_map(|n| Ok(index(n, *i))),
+        Selector::Wildcard => d.flat_map(|n| Ok(wildcard(n))),
+        Selector::Slice(a, b, c) => d.flat_map(|n| Ok(slice(n, *a, *b, *c))),
+        Selector::Filter(f) => d.flat_map(|n| {
+            if n.item {
+                filter_item(f, n.v, root)?;
+                return Ok(Data::Value);
+            }
+            match n.v {
+                Json::Array(a) => {
+                    let mut out = Vec::new();
+                    for v in a {
+                        if filter_item(f, v, root)? {
+                            out.push(child(v));
+                        }
+                    }
+                    Ok(Data::Refs(out))
+                }
+                Json::Object(o) => {
+                    let mut out = Vec::new();
+                    for v in o.values() {
+                        if filter_item(f, v, root)? {
+                            out.push(child(v));
+                        }
+                    }
+                    Ok(Data::Refs(out))
+                }
+                _ => Ok(Data::Nothing),
+            }
+        }),
+    }
+}
+
+/// Whether the filter holds for `item` (`@`).
+fn filter_item<'a>(f: &'a Filter, item: &'a Json, root: Root<'a>) -> R<bool> {
+    match f {
+        Filter::Or(fs) => {
+            for x in fs {
+                if filter_item(x, item, root)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        Filter::And(fs) => {
+            for x in fs {
+                if !filter_item(x, item, root)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        Filter::Atom(a) => atom(a, item, root),
+    }
+}
+
+fn at_item(item: &Json) -> Data<'_> {
+    Data::Ref(Node {
+        v: item,
+        item: true,
+    })
+}
+
+fn atom<'a>(a: &'a FilterAtom, item: &'a Json, root: Root<'a>) -> R<bool> {
+    match a {
+        FilterAtom::Filter { expr, not } => Ok(filter_item(expr, item, root)? != *not),
+        FilterAtom::Test { expr, not } => {
+            let d = match expr.as_ref() {
+                Test::RelQuery(segs) => segments(segs, at_item(item), root)?,
+                Test::AbsQuery(q) => segments(&q.segments, Data::Ref(child(root.full())), root)?,
+                Test::Function(_) => return Err(Unsupported),
+            };
+            let present = match &d {
+                Data::Ref(_) => true,
+                Data::Refs(v) => !v.is_empty(),
+                _ => false,
+            };
+            Ok(present != *not)
+        }
+        FilterAtom::Comparison(c) => comparison(c, item, root),
+    }
+}
+
+/// One side of a comparison.
+enum Side<'a> {
+    Node(&'a Json),
+    Lit(&'a Literal),
+    Nothing,
+}
+
+fn comparable<'a>(c: &'a Comparable, item: &'a Json, root: Root<'a>) -> R<Side<'a>> {
+    match c {
+        Comparable::Literal(l) => Ok(Side::Lit(l)),
+        Comparable::Function(_) => Err(Unsupported),
+        Comparable::SingularQuery(q) => {
+            let (segs, mut d) = match q {
+                SingularQuery::Current(s) => (s, at_item(item)),
+                SingularQuery::Root(s) => (s, Data::Ref(child(root.full()))),
+            };
+            for s in segs {
+                d = match s {
+                    SingularQuerySegment::Index(i) => d.flat_map(|n| Ok(index(n, *i)))?,
+                    SingularQuerySegment::Name(k) => d.flat_map(|n| Ok(key(n, k)))?,
+                };
+            }
+            // Name and index steps from one node give one node or none.
+            Ok(match d {
+                Data::Ref(n) => Side::Node(n.v),
+                _ => Side::Nothing,
+            })
+        }
+    }
+}
+
+fn comparison<'a>(c: &'a Comparison, item: &'a Json, root: Root<'a>) -> R<bool> {
+    let (l, r) = c.vals();
+    let l = comparable(l, item, root)?;
+    let r = comparable(r, item, root)?;
+    Ok(match c {
+        Comparison::Eq(..) => eq(&l, &r),
+        Comparison::Ne(..) => !eq(&l, &r),
+        Comparison::Gt(..) => lt(&r, &l),
+        Comparison::Gte(..) => lt(&r, &l) || eq(&l, &r),
+        Comparison::Lt(..) => lt(&l, &r),
+        Comparison::Lte(..) => lt(&l, &r) || eq(&l, &r),
+    })
+}
+
+/// The number `jsonpath_rust` reads from a side (a non-finite float literal becomes `null`).
+fn num(s: &Side<'_>) -> Option<f64> {
+    match s {
+        Side::Node(v) => v.as_f64(),
+        Side::Lit(Literal::Int(i)) => Some(*i as f64),
+        Side::Lit(Literal::Float(f)) if f.is_finite() => Some(*f),
+        _ => None,
+    }
+}
+
+fn text<'a>(s: &Side<'a>) -> Option<&'a str> {
+    match s {
+        Side::Node(v) => v.as_str(),
+        Side::Lit(Literal::String(t)) => Some(t),
+        _ => None,
+    }
+}
+
+/// A literal as the JSON value `jsonpath_rust` makes of it.
+fn lit_json(l: &Literal) -> Json {
+    match l {
+        Literal::Int(i) => Json::from(*i),
+        Literal::Float(f) => Json::from(*f),
+        Literal::String(s) => Json::from(s.as_str()),
+        Literal::Bool(b) => Json::Bool(*b),
+        Literal::Null => Json::Null,
+    }
+}
+
+fn lit_eq(v: &Json, l: &Literal) -> bool {
+    match l {
+        Literal::String(s) => v.as_str() == Some(s.as_str()),
+        Literal::Bool(b) => v.as_bool() == Some(*b),
+        Literal::Null => v.is_null(),
+        Literal::Float(f) if !f.is_finite() => v.is_null(),
+        // Numbers against numbers are compared as f64 before this.
+        Literal::Int(_) | Literal::Float(_) => false,
+    }
+}
+
+fn lt(l: &Side<'_>, r: &Side<'_>) -> bool {
+    if matches!(l, Side::Nothing) || matches!(r, Side::Nothing) {
+        return false;
+    }
+    if let (Some(x), Some(y)) = (num(l), num(r)) {
+        x < y
+    } else if let (Some(x), Some(y)) = (text(l), text(r)) {
+        x < y
+    } else {
+        false
+    }
+}
+
+fn eq(l: &Side<'_>, r: &Side<'_>) -> bool {
+    if let (Some(x), Some(y)) = (num(l), num(r)) {
+        return (x - y).abs() < f64::EPSILON;
+    }
+    match (l, r) {
+        (Side::Nothing, Side::Nothing) => true,
+        (Side::Nothing, _) | (_, Side::Nothing) => false,
+        (Side::Node(a), Side::Node(b)) => a == b,
+        (Side::Node(v), Side::Lit(l)) | (Side::Lit(l), Side::Node(v)) => lit_eq(v, l),
+        (Side::Lit(a), Side::Lit(b)) => lit_json(a) == lit_json(b),
+    }
+}
