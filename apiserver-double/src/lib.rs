@@ -407,7 +407,13 @@ impl Running {
     }
 
     /// A kube client for the double.
+    ///
+    /// kube-rs builds its TLS config from rustls' process-wide crypto provider. When a build
+    /// enables more than one provider (a workspace build unifies `ring` with the AWS SDK's
+    /// `aws-lc-rs`), rustls cannot pick one by itself, so `ring` is installed here unless the
+    /// process already chose one.
     pub fn client(&self) -> Result<kube::Client, Error> {
+        install_crypto_provider();
         Ok(kube::Client::try_from(self.config()?)?)
     }
 
@@ -571,5 +577,13 @@ impl Running {
         if let Err(e) = task.await {
             tracing::warn!(error = %e, "accept loop ended abnormally");
         }
+    }
+}
+
+/// Installs rustls' `ring` provider as the process default unless one is installed already.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may win the race; either way a provider is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }

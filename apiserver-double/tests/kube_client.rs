@@ -888,6 +888,7 @@ async fn https_client_and_kubeconfig_for_a_spawned_process() {
         .await
         .unwrap();
     assert_eq!(cfg.default_namespace, "default");
+    apiserver_double::install_crypto_provider();
     let from_file: Api<Pod> = Api::default_namespaced(Client::try_from(cfg).unwrap());
     assert_eq!(
         from_file.get("tls").await.unwrap().metadata.name.as_deref(),
@@ -1023,6 +1024,7 @@ async fn child_uses_kubeconfig_from_env() {
     let want = std::env::var("DOUBLE_CHILD_EXPECT")
         .expect("DOUBLE_CHILD_EXPECT unset: this test is started by a_spawned_process_reaches_the_double_through_kubeconfig");
     assert!(std::env::var_os("KUBECONFIG").is_some(), "KUBECONFIG unset");
+    apiserver_double::install_crypto_provider();
     let client = Client::try_default().await.unwrap();
     let pods: Api<Pod> = Api::default_namespaced(client);
     pods.get(&want).await.unwrap();

@@ -40,6 +40,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // rustls' process-wide provider, used by the Kubernetes client: the build links both
+    // `ring` and `aws-lc-rs` (the AWS SDK's), so rustls cannot choose one by itself.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     commands::init_tracing();
     match cli.command {
         Command::Policy(args) => commands::policy::run(args),
