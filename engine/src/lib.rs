@@ -7,9 +7,11 @@
 //! same trait.
 
 mod session;
+mod signal;
 mod sink;
 
 pub use session::{ExecSession, SessionConfidence, SessionKind};
+pub use signal::shutdown_signal;
 pub use sink::{
     ActionRecord, AdmissionDecision, ChannelSink, DecisionOutcome, Found, RuleVerdict, Sink,
     SinkError, SinkReceiver,

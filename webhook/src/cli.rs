@@ -202,33 +202,11 @@ pub async fn run(args: &WebhookArgs) -> Result<(), WebhookError> {
     let running = start(args, loader, Some(Arc::new(sink)), shutdown.clone()).await?;
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        engine::shutdown_signal().await;
         tracing::info!("shutting down");
         signal_token.cancel();
     });
     let result = running.wait().await;
     consumer.abort();
     result
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
