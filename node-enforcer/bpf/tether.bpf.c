@@ -138,6 +138,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } deny_write SEC(".maps");
 
+/* the write-open prefilter, compiled from the rules: absolute paths with one of these
+ * prefixes (write_prefixes) or suffixes (write_suffixes, keyed by the reversed path) are
+ * reported; the others are counted as filtered */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct tether_path_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} write_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct tether_path_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} write_suffixes SEC(".maps");
+
 /* tgid -> session tag; children inherit it at fork */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -164,7 +185,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct tether_path_key);
 } scratch_key SEC(".maps");
@@ -423,6 +444,46 @@ static __always_inline int sensitive_path(const char *upath)
 	return bpf_map_lookup_elem(&sensitive_paths, k) != NULL;
 }
 
+/* 1 when a write-open of this path must reach user space: the prefilter is off, or the path
+ * is relative (resolved in user space), empty, unreadable, longer than a key or has a `../`,
+ * or it has one of the rules' prefixes or suffixes */
+static __always_inline int write_wanted(const char *upath)
+{
+	struct tether_config *c = cfg();
+	if (!c || !c->write_filter)
+		return 1;
+	__u32 zero = 0, one = 1;
+	struct tether_path_key *k = bpf_map_lookup_elem(&scratch_key, &zero);
+	struct tether_path_key *r = bpf_map_lookup_elem(&scratch_key, &one);
+	if (!k || !r)
+		return 1;
+	long n = bpf_probe_read_user_str(k->path, sizeof(k->path), upath);
+	if (n <= 1 || n >= (long)sizeof(k->path))
+		return 1;
+	if (k->path[0] != '/')
+		return 1;
+	long len = n - 1;
+	k->prefixlen = len * 8;
+	if (bpf_map_lookup_elem(&write_prefixes, k))
+		return 1;
+	for (int i = 0; i < (int)sizeof(r->path); i++) {
+		if (i >= len)
+			break;
+		r->path[i] = k->path[(len - 1 - i) & (sizeof(k->path) - 1)];
+	}
+	r->prefixlen = len * 8;
+	if (bpf_map_lookup_elem(&write_suffixes, r))
+		return 1;
+	/* a `../` makes the written path differ from its prefix: report it */
+	for (int i = 0; i < (int)sizeof(k->path) - 2; i++) {
+		if (i + 2 >= len)
+			break;
+		if (k->path[i] == '.' && k->path[i + 1] == '.' && k->path[i + 2] == '/')
+			return 1;
+	}
+	return 0;
+}
+
 static __always_inline __u16 user_family(const void *uaddr)
 {
 	__u16 fam = 0;
@@ -436,18 +497,21 @@ static __always_inline int keep_call(long nr, __u64 *a)
 {
 	switch (nr) {
 	case NR_open:
-		if (a[1] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC))
+		if ((a[1] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) &&
+		    write_wanted((const char *)a[0]))
 			return 1;
 		return sensitive_path((const char *)a[0]);
 	case NR_openat:
-		if (a[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC))
+		if ((a[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) &&
+		    write_wanted((const char *)a[1]))
 			return 1;
 		return sensitive_path((const char *)a[1]);
 	case NR_openat2: {
 		__u64 flags = 0;
 		bpf_probe_read_user(&flags, sizeof(flags), (void *)a[2]); /* open_how.flags */
 		a[2] = flags; /* report the flags as openat does */
-		if (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC))
+		if ((flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) &&
+		    write_wanted((const char *)a[1]))
 			return 1;
 		return sensitive_path((const char *)a[1]);
 	}

@@ -103,6 +103,8 @@ struct tether_config {
 	__u32 all_cgroups;   /* 1: watch every cgroup, 0: only those in watched_cgroups */
 	__u32 self_tgid;     /* the loader, never reported */
 	__u64 wakeup_bytes;  /* force a consumer wakeup once this much data is waiting */
+	__u32 write_filter;  /* 1: report write-opens only below write_prefixes/write_suffixes */
+	__u32 _pad0;
 };
 
 struct tether_deny_key {

@@ -4,7 +4,8 @@
 //!
 //! Side by side in one run, on the host (so `tether node` runs with `--all-cgroups`):
 //! no tracing, `tether node` with the given rules, `bpftrace` printing the same events, and
-//! `auditd` with syscall rules for the same events. Workloads: a fork+exec loop
+//! `auditd` with syscall rules for the same events; `tether node` twice, with the write-open
+//! prefilter forced off (before) and on. Workloads: a fork+exec loop
 //! (`/bin/true`), an open/close loop (read-only opens, filtered in the kernel), and an
 //! open-for-write/close loop (reported). Then the highest event rate `tether node` sustained
 //! with zero lost events (two writers flat out), and its peak RSS. Prints a markdown table.
@@ -80,7 +81,7 @@ fn vm_hwm_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn counters(tether: &str) -> (u64, u64) {
+fn counters(tether: &str) -> (u64, u64, u64) {
     let out = Command::new(tether)
         .args(["node", "status", "--output", "json"])
         .output()
@@ -90,7 +91,83 @@ fn counters(tether: &str) -> (u64, u64) {
     (
         c["emitted"].as_u64().unwrap_or(0),
         c["lost"].as_u64().unwrap_or(0),
+        c["filtered"].as_u64().unwrap_or(0),
     )
+}
+
+/// A rule that matches write-opens by something other than the path: with it loaded, the
+/// prefilter is off and every write-open is reported.
+const NO_PREFILTER_RULE: &str = r#"
+- rule: Bench write by absent binary
+  desc: keeps the write-open prefilter off
+  condition: evt.type in (open,openat,openat2) and evt.is_open_write=true and proc.name = tether-no-such
+  output: write %fd.name
+  priority: DEBUG
+  source: syscall
+"#;
+
+struct NodeRun {
+    result: Result3,
+    note: String,
+    /// write-opens, seconds, kernel events, lost
+    sustained: (u64, f64, u64, u64),
+    rss_kb: u64,
+}
+
+/// `tether node --all-cgroups` with these rule files: the workloads, then two writers flat
+/// out for 5 s.
+fn tether_run(tether: &str, rules: &[&str], dir: &std::path::Path, path: &CString) -> NodeRun {
+    let alerts = dir.join("alerts.jsonl");
+    let mut cmd = Command::new(tether);
+    cmd.args(["node", "--all-cgroups", "--kube", "off"]);
+    for r in rules {
+        cmd.args(["--rules", r]);
+    }
+    let node = cmd
+        .arg("--alerts")
+        .arg(&alerts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let (e0, l0, f0) = counters(tether);
+    let r = workloads(path);
+    let (e1, l1, f1) = counters(tether);
+    let (e2, l2, _) = counters(tether);
+    let t = Instant::now();
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(5);
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    open_loop(&p, libc::O_WRONLY, 1000);
+                    n += 1000;
+                }
+                n
+            })
+        })
+        .collect();
+    let ops: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    let secs = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let (e3, l3, _) = counters(tether);
+    let rss_kb = vm_hwm_kb(node.id());
+    kill(node);
+    let _ = Command::new(tether).args(["node", "unload"]).output();
+    NodeRun {
+        result: r,
+        note: format!(
+            "{} kernel events, {} filtered, {} lost during the loops",
+            e1 - e0,
+            f1 - f0,
+            l1 - l0
+        ),
+        sustained: (ops, secs, e3 - e2, l3 - l2),
+        rss_kb,
+    }
 }
 
 fn main() {
@@ -115,59 +192,29 @@ fn main() {
     let base1 = workloads(&path);
     rows.push(("no tracing".into(), base1, String::new()));
 
-    // tether node, Falco's stable rules, watching host processes too
-    let alerts = dir.join("alerts.jsonl");
-    let node = Command::new(&tether)
-        .args([
-            "node",
-            "--all-cgroups",
-            "--kube",
-            "off",
-            "--rules",
-            &rules,
-            "--alerts",
-        ])
-        .arg(&alerts)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(4));
-    let (e0, l0) = counters(&tether);
-    let r = workloads(&path);
-    let (e1, l1) = counters(&tether);
-    // highest sustained rate: two writers flat out for 5 s
-    let (e2, l2) = counters(&tether);
-    let t = Instant::now();
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
-            let p = path.clone();
-            std::thread::spawn(move || {
-                let end = Instant::now() + Duration::from_secs(5);
-                let mut n = 0u64;
-                while Instant::now() < end {
-                    open_loop(&p, libc::O_WRONLY, 1000);
-                    n += 1000;
-                }
-                n
-            })
-        })
-        .collect();
-    let ops: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
-    let secs = t.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(500));
-    let (e3, l3) = counters(&tether);
-    let rss = vm_hwm_kb(node.id());
-    kill(node);
-    let _ = Command::new(&tether).args(["node", "unload"]).output();
+    // tether node, Falco's stable rules, watching host processes too: first with the
+    // write-open prefilter off (one extra rule no prefix describes makes every write-open
+    // reach user space, as before the prefilter), then with it on
+    let no_prefilter = dir.join("no_prefilter.yaml");
+    std::fs::write(&no_prefilter, NO_PREFILTER_RULE).unwrap();
+    let off = tether_run(
+        &tether,
+        &[&rules, &no_prefilter.to_string_lossy()],
+        &dir,
+        &path,
+    );
+    let off_sustained = (off.sustained, off.rss_kb);
     rows.push((
-        "tether node (Falco stable rules, --all-cgroups)".into(),
-        r,
-        format!(
-            "{} kernel events, {} lost during the loops",
-            e1 - e0,
-            l1 - l0
-        ),
+        "tether node, prefilter off (every write-open to user space; before)".into(),
+        off.result,
+        off.note,
+    ));
+    let on = tether_run(&tether, &[&rules], &dir, &path);
+    let on_sustained = (on.sustained, on.rss_kb);
+    rows.push((
+        "tether node (Falco stable rules, --all-cgroups, prefilter on)".into(),
+        on.result,
+        on.note,
     ));
 
     // bpftrace printing the same events
@@ -273,14 +320,17 @@ fn main() {
             pct(r.write_us, base.write_us)
         );
     }
-    let rate = (e3 - e2) as f64 / secs;
     println!();
-    println!(
-        "sustained: {ops} write-opens in {secs:.1} s by 2 writers -> {} kernel events, {:.0} events/s, {} lost",
-        e3 - e2,
-        rate,
-        l3 - l2
-    );
-    println!("tether node peak RSS (VmHWM): {} MiB", rss / 1024);
+    for (name, (sustained, rss_kb)) in [
+        ("prefilter off", off_sustained),
+        ("prefilter on", on_sustained),
+    ] {
+        let (ops, secs, events, lost) = sustained;
+        println!(
+            "sustained ({name}): {ops} write-opens in {secs:.1} s by 2 writers -> {events} kernel events, {:.0} events/s, {lost} lost; peak RSS (VmHWM) {} MiB",
+            events as f64 / secs,
+            rss_kb / 1024
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -112,6 +112,8 @@ pub struct Config {
     pub all_cgroups: u32,
     pub self_tgid: u32,
     pub wakeup_bytes: u64,
+    pub write_filter: u32,
+    pub _pad0: u32,
 }
 
 #[repr(C)]
@@ -201,7 +203,7 @@ mod tests {
         assert_eq!(offset_of!(Syscall, addr), 152 + 2 * PATH_LEN);
         assert_eq!(size_of::<Syscall>(), 696);
         assert_eq!(size_of::<NetDenied>(), 104);
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<Config>(), 24);
         assert_eq!(size_of::<DenyKey>(), 24);
         assert_eq!(size_of::<DenyVal>(), 8);
     }
@@ -266,6 +268,11 @@ mod tests {
                 "tether_config",
                 "wakeup_bytes",
                 offset_of!(Config, wakeup_bytes),
+            ),
+            (
+                "tether_config",
+                "write_filter",
+                offset_of!(Config, write_filter),
             ),
             ("tether_deny_key", "comm", offset_of!(DenyKey, comm)),
             ("tether_deny_val", "action", offset_of!(DenyVal, action)),

@@ -16,6 +16,7 @@ use crate::loader::{self, LoaderOptions, PIN_DIR};
 use crate::node::{Node, NodeOptions};
 use crate::pods::{self, PodCache};
 use crate::posture;
+use crate::prefilter::{self, Definitions, WriteFilter};
 use crate::probe::Capabilities;
 
 /// Runs the eBPF node enforcer, or inspects / removes what it pinned.
@@ -101,23 +102,31 @@ pub fn run(args: NodeArgs) -> ExitCode {
     }
 }
 
-fn load_rules(paths: &[PathBuf]) -> Result<Option<Arc<RuleSet>>, String> {
+type LoadedRules = (Option<Arc<RuleSet>>, Definitions);
+
+fn load_rules(paths: &[PathBuf]) -> Result<LoadedRules, String> {
     if paths.is_empty() {
-        return Ok(None);
+        return Ok((None, Definitions::default()));
     }
-    RuleSet::load(paths)
-        .map(|r| Some(Arc::new(r)))
-        .map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+    let rules = RuleSet::load(paths).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let mut texts = Vec::with_capacity(paths.len());
+    for p in paths {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("rules file {}: {e}", p.display()))?;
+        texts.push((p.display().to_string(), text));
+    }
+    let defs = Definitions::from_texts(&texts).map_err(|e| e.to_string())?;
+    Ok((Some(Arc::new(rules)), defs))
 }
 
 fn run_node(args: RunArgs) -> ExitCode {
-    let rules = match load_rules(&args.rules) {
+    let (rules, definitions) = match load_rules(&args.rules) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -204,6 +213,7 @@ fn run_node(args: RunArgs) -> ExitCode {
         ..LoaderOptions::default()
     };
     opts.rules = rules;
+    opts.definitions = definitions;
     opts.pods = cache;
     opts.alerts = Some(alerts);
     opts.metrics_addr = args.metrics_addr;
@@ -244,6 +254,7 @@ struct StatusReport {
     capabilities: Capabilities,
     pinned: Option<loader::PinnedState>,
     rules: Vec<posture::RulePosture>,
+    write_prefilter: WriteFilter,
 }
 
 fn status(args: &StatusArgs) -> ExitCode {
@@ -251,7 +262,7 @@ fn status(args: &StatusArgs) -> ExitCode {
         eprintln!("tether node status: {e}");
         return ExitCode::FAILURE;
     }
-    let rules = match load_rules(&args.rules) {
+    let (rules, definitions) = match load_rules(&args.rules) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -284,10 +295,12 @@ fn status(args: &StatusArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let write_prefilter = prefilter::compute(rules.as_deref(), &definitions);
     let report = StatusReport {
         capabilities: caps,
         pinned,
         rules: postures,
+        write_prefilter,
     };
     match args.output {
         Output::Json => match serde_json::to_string_pretty(&report) {
@@ -345,6 +358,10 @@ fn render_text(r: &StatusReport, pin_dir: &Path) -> String {
             }
         }
     }
+    o.push_str(&format!(
+        "write-open prefilter: {}\n",
+        r.write_prefilter.summary()
+    ));
     if !r.rules.is_empty() {
         o.push_str("rules:\n");
     }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod posture;
+pub mod prefilter;
 pub mod probe;
 pub mod proctable;
 

@@ -20,6 +20,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use serde::Serialize;
 
 use crate::abi;
+use crate::prefilter::WriteFilter;
 use crate::probe::{error_text, Capabilities};
 
 static TETHER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tether.bpf.o"));
@@ -209,6 +210,8 @@ pub struct Enforcer {
     sessions: BpfHashMap<MapData, u32, u64>,
     sensitive: LpmTrie<MapData, abi::PathKeyData, u32>,
     deny_write: LpmTrie<MapData, abi::PathKeyData, u32>,
+    write_prefixes: LpmTrie<MapData, abi::PathKeyData, u32>,
+    write_suffixes: LpmTrie<MapData, abi::PathKeyData, u32>,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -430,11 +433,17 @@ impl Enforcer {
             .map_err(|e| map_err("sensitive_paths", &e))?;
         let deny_write = LpmTrie::try_from(take(&mut ebpf, "deny_write")?)
             .map_err(|e| map_err("deny_write", &e))?;
+        let write_prefixes = LpmTrie::try_from(take(&mut ebpf, "write_prefixes")?)
+            .map_err(|e| map_err("write_prefixes", &e))?;
+        let write_suffixes = LpmTrie::try_from(take(&mut ebpf, "write_suffixes")?)
+            .map_err(|e| map_err("write_suffixes", &e))?;
 
         let cfg = abi::Config {
             all_cgroups: u32::from(opts.all_cgroups),
             self_tgid: std::process::id(),
             wakeup_bytes: opts.wakeup_bytes,
+            write_filter: 0,
+            _pad0: 0,
         };
         settings
             .set(0, cfg, 0)
@@ -465,6 +474,8 @@ impl Enforcer {
             sessions,
             sensitive,
             deny_write,
+            write_prefixes,
+            write_suffixes,
         })
     }
 
@@ -581,6 +592,45 @@ impl Enforcer {
             .map_err(|e| map_err("sensitive_paths", &e))
     }
 
+    /// Installs the write-open prefilter: with [`WriteFilter::All`] every write-open of a
+    /// watched cgroup is reported (the default after load); with [`WriteFilter::Paths`] only
+    /// those of absolute paths with one of its prefixes or suffixes (plus relative, long and
+    /// unreadable paths). Entries of an earlier run in the pinned maps are replaced.
+    pub fn set_write_filter(&mut self, filter: &WriteFilter) -> Result<(), LoadError> {
+        let mut cfg = self
+            .settings
+            .get(&0, 0)
+            .map_err(|e| map_err("settings", &e))?;
+        // off while the tries are rewritten, so no write-open is dropped meanwhile
+        cfg.write_filter = 0;
+        self.settings
+            .set(0, cfg, 0)
+            .map_err(|e| map_err("settings", &e))?;
+        clear_trie(&mut self.write_prefixes, "write_prefixes")?;
+        clear_trie(&mut self.write_suffixes, "write_suffixes")?;
+        let WriteFilter::Paths { prefixes, suffixes } = filter else {
+            return Ok(());
+        };
+        for p in prefixes {
+            let (bits, data) = path_key(p)?;
+            self.write_prefixes
+                .insert(&LpmKey::new(bits, data), 1u32, 0)
+                .map_err(|e| map_err("write_prefixes", &e))?;
+        }
+        for sfx in suffixes {
+            let mut bytes = sfx.as_bytes().to_vec();
+            bytes.reverse();
+            let (bits, data) = bytes_key(sfx, &bytes)?;
+            self.write_suffixes
+                .insert(&LpmKey::new(bits, data), 1u32, 0)
+                .map_err(|e| map_err("write_suffixes", &e))?;
+        }
+        cfg.write_filter = 1;
+        self.settings
+            .set(0, cfg, 0)
+            .map_err(|e| map_err("settings", &e))
+    }
+
     /// Write-opens below this prefix are refused (LSM `file_open`; only where LSM loads).
     pub fn deny_write_prefix(&mut self, prefix: &str, rule_id: u32) -> Result<(), LoadError> {
         if !self.caps.bpf_lsm.is_available() {
@@ -599,12 +649,29 @@ impl Enforcer {
     }
 }
 
+fn clear_trie(
+    trie: &mut LpmTrie<MapData, abi::PathKeyData, u32>,
+    name: &str,
+) -> Result<(), LoadError> {
+    let keys: Vec<LpmKey<abi::PathKeyData>> = trie
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(|e| map_err(name, &e))?;
+    for k in keys {
+        trie.remove(&k).map_err(|e| map_err(name, &e))?;
+    }
+    Ok(())
+}
+
 fn path_key(prefix: &str) -> Result<(u32, abi::PathKeyData), LoadError> {
-    let bytes = prefix.as_bytes();
+    bytes_key(prefix, prefix.as_bytes())
+}
+
+fn bytes_key(shown: &str, bytes: &[u8]) -> Result<(u32, abi::PathKeyData), LoadError> {
     if bytes.is_empty() || bytes.len() > 63 {
         return Err(LoadError::Map {
             map: "path prefix".into(),
-            what: format!("prefix {prefix:?} must be 1 to 63 bytes long"),
+            what: format!("prefix {shown:?} must be 1 to 63 bytes long"),
         });
     }
     let mut data = [0u8; 64];

@@ -23,6 +23,7 @@ use crate::loader::{Enforcer, LoadError, LoaderOptions};
 use crate::metrics::Snapshot;
 use crate::pods::PodCache;
 use crate::posture::{self, RulePosture};
+use crate::prefilter::{self, Definitions, WriteFilter};
 use crate::proctable::ProcTable;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,9 @@ pub struct NodeOptions {
     pub loader: LoaderOptions,
     /// The rules; `None` runs visibility only (no alerts).
     pub rules: Option<Arc<RuleSet>>,
+    /// The rule files' macros and lists, for the write-open prefilter; without them a rule
+    /// that uses a macro is not reducible and every write-open is reported.
+    pub definitions: Definitions,
     pub hostname: String,
     pub node_name: String,
     /// Pod metadata; filled by a watch when a cluster is configured.
@@ -92,6 +96,7 @@ impl NodeOptions {
         Self {
             loader: LoaderOptions::default(),
             rules: None,
+            definitions: Definitions::default(),
             hostname,
             node_name: node_name.into(),
             pods: PodCache::new(),
@@ -136,6 +141,20 @@ impl Node {
         let caps = enforcer.capabilities().clone();
         for prefix in SENSITIVE_PREFIXES {
             enforcer.add_sensitive_prefix(prefix)?;
+        }
+        let write_filter = prefilter::compute(opts.rules.as_deref(), &opts.definitions);
+        enforcer.set_write_filter(&write_filter)?;
+        match &write_filter {
+            WriteFilter::All { reasons } => {
+                tracing::info!(reasons = %reasons.join("; "), "write-open prefilter off: every write-open is reported");
+            }
+            WriteFilter::Paths { prefixes, suffixes } => {
+                tracing::info!(
+                    prefixes = prefixes.len(),
+                    suffixes = suffixes.len(),
+                    "write-open prefilter on"
+                );
+            }
         }
         let cgroups = CgroupResolver::new(enforcer.cgroup_root());
         for id in cgroups.kubepods_ids() {

@@ -25,6 +25,7 @@ use engine::{ChannelSink, Found, SinkReceiver};
 use node_enforcer::loader::{self, LoaderOptions};
 use node_enforcer::node::{Node, NodeOptions};
 use node_enforcer::pods::{self, PodCache};
+use node_enforcer::prefilter::Definitions;
 use policies::{RuleSet, SyscallEvent};
 
 const PIN_DIR: &str = "/sys/fs/bpf/tether-test";
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     type Case = (&'static str, fn(&mut World));
     let cases: Vec<Case> = vec![
         ("visibility", visibility),
+        ("write_prefilter", write_prefilter),
         ("enforce_exec_fallback", enforce_exec_fallback),
         ("isolate_and_detect", isolate_and_detect),
         ("lsm_path", lsm_path),
@@ -627,6 +629,109 @@ fn visibility(w: &mut World) {
         a["output"]
     );
     assert!(snap.kernel.emitted > 0);
+    run.stop();
+}
+
+const PREFILTER_RULES: &str = r#"
+- macro: open_write
+  condition: (evt.type in (open,openat,openat2) and evt.is_open_write=true)
+- list: watched_dirs
+  items: [/etc]
+- rule: Write below watched dir
+  desc: a write below /etc
+  condition: open_write and fd.directory in (watched_dirs) and k8s.ns.name = "pf"
+  output: write %fd.name by %proc.name
+  priority: ERROR
+  source: syscall
+- rule: Write release agent
+  desc: a cgroup release_agent written
+  condition: open_write and fd.name endswith release_agent
+  output: release agent %fd.name
+  priority: ERROR
+  source: syscall
+"#;
+
+/// With the rules' macros and lists known, write-opens no rule can match stay in the kernel;
+/// those a rule matches, and sensitive reads, still arrive.
+fn write_prefilter(w: &mut World) {
+    let (pod, cid) = w.pod("pf", "pf-0");
+    let c = w.start(&pod, &cid);
+    let (cache, watch) = w.pod_cache();
+    w.wait_pods(&cache, 1);
+    let (sink, rx) = ChannelSink::new();
+    let (tx, tap) = mpsc::channel();
+    let mut opts = NodeOptions::new(NODE);
+    opts.loader = LoaderOptions {
+        pin_dir: PIN_DIR.into(),
+        all_cgroups: true,
+        ..LoaderOptions::default()
+    };
+    let files = [("pf.yaml".to_string(), PREFILTER_RULES.to_string())];
+    opts.rules = Some(rules(PREFILTER_RULES));
+    opts.definitions = Definitions::from_texts(&files).unwrap();
+    opts.pods = cache;
+    opts.tap = Some(tx);
+    let node = Node::start(opts, Arc::new(sink)).unwrap_or_else(|e| panic!("node start: {e}"));
+    let mut run = Running {
+        node: Some(node),
+        rx,
+        tap,
+        _watch: watch,
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = run.node.as_ref().unwrap().snapshot().kernel.filtered;
+    let (code, out) = w.exec(
+        c,
+        "mkdir -p /tmp/cg; echo a > /etc/tether-pf; echo b > /tmp/tether-pf; echo c > /tmp/cg/release_agent; echo d > /tmp/../etc/tether-pf2; /bin/cat /etc/shadow > /dev/null; true",
+    );
+    assert_eq!(code, 0, "{out}");
+    let short = &cid[..12];
+    let evs = run.events(Duration::from_secs(2), |e| e.container.id == short);
+    let opened = |name: &str| {
+        evs.iter().any(|e| {
+            e.evt_type.starts_with("open") && e.fd.as_ref().is_some_and(|f| f.name == name)
+        })
+    };
+    let names: Vec<_> = evs
+        .iter()
+        .filter_map(|e| e.fd.as_ref().map(|f| f.name.clone()))
+        .collect();
+    assert!(opened("/etc/tether-pf"), "write below /etc lost: {names:?}");
+    assert!(
+        opened("/tmp/cg/release_agent"),
+        "suffix write lost: {names:?}"
+    );
+    assert!(
+        opened("/tmp/../etc/tether-pf2"),
+        "traversal write lost: {names:?}"
+    );
+    assert!(opened("/etc/shadow"), "sensitive read lost: {names:?}");
+    assert!(
+        !opened("/tmp/tether-pf"),
+        "unmatched write reported: {names:?}"
+    );
+    let after = run.node.as_ref().unwrap().snapshot().kernel.filtered;
+    assert!(
+        after > before,
+        "filtered counter did not move: {before} -> {after}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let rules_hit: Vec<String> = run
+        .found()
+        .into_iter()
+        .filter_map(|f| match f {
+            Found::Alert(a) => Some(a.rule.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        rules_hit.iter().any(|r| r == "Write below watched dir"),
+        "{rules_hit:?}"
+    );
+    assert!(
+        rules_hit.iter().any(|r| r == "Write release agent"),
+        "{rules_hit:?}"
+    );
     run.stop();
 }
 
