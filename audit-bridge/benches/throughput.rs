@@ -8,7 +8,8 @@
 //! 3. file: the same events as JSON lines in a file, tailed and evaluated.
 //!
 //! Run: `cargo bench -p audit-bridge --bench throughput` (env `BENCH_EVENTS`,
-//! `BENCH_CONCURRENCY`). Figures go to bench/RESULTS.md.
+//! `BENCH_CONCURRENCY`, `BENCH_CORPUS=falco|quiet`, `BENCH_WORKERS`: evaluation threads,
+//! default the available parallelism). Figures go to bench/RESULTS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -128,12 +129,16 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
+    let workers: usize = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(audit_bridge::pipeline::default_workers);
     let per = 400;
     let n = n / per * per;
     let lines = events(n);
     let rules = Arc::new(RuleSet::bundled_library());
     println!(
-        "corpus {}: {n} events, mean {} bytes, {} rules loaded",
+        "corpus {}: {n} events, mean {} bytes, {} rules loaded, {workers} evaluation workers",
         std::env::var("BENCH_CORPUS").unwrap_or_else(|_| "falco".into()),
         lines.iter().map(String::len).sum::<usize>() / lines.len().max(1),
         rules.rules().len()
@@ -175,7 +180,7 @@ fn main() {
         let url = format!("https://127.0.0.1:{}/audit", src.local_addr().unwrap().port());
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let stop = CancellationToken::new();
-        let pipeline = Pipeline::new(rules.clone(), None, Some(Box::new(std::io::sink())), "bench");
+        let pipeline = Pipeline::new(rules.clone(), None, Some(Box::new(std::io::sink())), "bench").with_workers(workers);
         let p = tokio::task::spawn_blocking(move || pipeline.run_blocking(rx));
         let cp = CheckpointStore::open(dir.path().join("cp")).unwrap();
         let s = tokio::spawn(src.run(tx, cp, stop.clone()));
@@ -237,7 +242,8 @@ fn main() {
             None,
             Some(Box::new(std::io::sink())),
             "bench",
-        );
+        )
+        .with_workers(workers);
         let base = telemetry::get("audit_events_received_total");
         let t = Instant::now();
         let p = tokio::task::spawn_blocking(move || pipeline.run_blocking(rx));

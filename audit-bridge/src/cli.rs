@@ -44,6 +44,10 @@ pub struct Args {
     /// The `hostname` put in alerts (default: this machine's name).
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Threads evaluating batches (default: the available parallelism). Alerts and
+    /// checkpoints are committed in batch order whatever the count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 
     /// Audit webhook backend: address to listen on.
     #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
@@ -286,7 +290,11 @@ pub async fn run_with(
     };
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     let (tx, rx) = mpsc::channel::<AuditBatch>(64);
-    let pipeline = Pipeline::new(rules, sink, Some(alerts), hostname.clone());
+    let mut pipeline = Pipeline::new(rules, sink, Some(alerts), hostname.clone());
+    if let Some(n) = args.workers {
+        pipeline = pipeline.with_workers(usize::from(n));
+    }
+    tracing::info!(workers = pipeline.workers(), "audit pipeline starting");
     let pipeline_task = tokio::task::spawn_blocking(move || pipeline.run_blocking(rx));
 
     let mut tasks: Vec<tokio::task::JoinHandle<Result<(), SourceError>>> = Vec::new();

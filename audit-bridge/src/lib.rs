@@ -13,9 +13,9 @@
 //! | GKE via Cloud Logging `entries:list` | [`sources::logging`] | (timestamp, insertId) cursor and the ids seen in the late window |
 //!
 //! Sources hand [`AuditBatch`]es to the [`pipeline`], which turns each record into a
-//! `policies::Event`, evaluates the rules, writes alerts, records exec sessions
-//! ([`session`]) on the engine's `Sink`, and only then runs the batch's
-//! `on_processed` hook, which is where a source commits its checkpoint or acknowledges
+//! `policies::Event` and evaluates the rules on several worker threads, then, strictly in
+//! the order the batches were queued, writes alerts, records exec sessions ([`session`])
+//! on the engine's `Sink`, and only then runs the batch's `on_processed` hook, which is where a source commits its checkpoint or acknowledges
 //! its messages. A crash therefore never loses an accepted event; it can only repeat
 //! the batches that were in flight, and sources that can de-duplicate do.
 //!

@@ -169,7 +169,7 @@ async fn unprocessed_batches_are_read_again_after_a_restart() {
     let mut t = start(&log, &state);
     // Process the first batch (7 lines) only.
     let mut b = t.rx.recv().await.unwrap();
-    assert_eq!(b.records.len(), 7);
+    assert_eq!(b.documents.len(), 7);
     b.on_processed.take().unwrap()();
     let _unprocessed = t.rx.recv().await.unwrap();
     t.stop().await;
@@ -206,11 +206,11 @@ async fn malformed_lines_are_reported_with_file_and_line_and_the_stream_goes_on(
     let got: Vec<String> = rej.iter().map(|x| x.to_string()).collect();
     let shown = log.display().to_string();
     let want = [
-        (2, "truncated json"),
+        (2, "truncated JSON value starting here"),
         (3, "malformed json"),
         (4, "expected an audit event object, found an array"),
-        (5, "expected kind Event, found kind \"Pod\""),
-        (6, "field kind must be a string, found a number"),
+        (5, "unsupported kind \"Pod\""),
+        (6, "expected kind \"Event\", found 7"),
         (7, "line longer than 4096 bytes"),
         (9, "expected an audit event object, found a string"),
     ];

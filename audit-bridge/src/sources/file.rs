@@ -8,6 +8,10 @@
 //!   first.
 //! - Truncation (`copytruncate`: same inode, shorter than the offset): reported, and the
 //!   file is read again from its start.
+//! - Each line holding a JSON object goes to the pipeline as a document of its own, parsed
+//!   there (on the evaluation workers) with `policies::parse_document`, which reads only
+//!   the parts rules look at; a line is thus parsed alone, and one bad line never affects
+//!   the next. As on the webhook, a line may also hold an `EventList` (its items are read).
 //! - A line that is not an audit event, or longer than `max_line_bytes`, or cut off at
 //!   the end of a rotated file, is reported with `FILE:LINE` and skipped.
 
@@ -21,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::{AuditBatch, CheckpointStore, Rejected, Sender, Source, SourceError};
+use crate::{AuditBatch, CheckpointStore, Document, Rejected, Sender, Source, SourceError};
 
 /// Configuration of one tailed file.
 #[derive(Debug, Clone, Deserialize)]
@@ -326,9 +330,32 @@ impl Tail {
         }
     }
 
-    /// Splits `data` into lines and sends them in batches.
+    /// Sends what `p` holds (committing `pos` after it) and starts a new batch.
+    fn flush(&self, p: &mut Pending, open: &Open, pos: FilePos) -> Step {
+        let full = std::mem::replace(p, Pending::new(self.name.clone(), &open.shown));
+        let mut b = full.finish(&open.shown);
+        self.with_commit(&mut b, pos);
+        self.send(b)
+    }
+
+    /// Adds a rejection found while reading, after what `p` already holds: the pipeline
+    /// reports a batch's rejections before its documents, so a batch holding documents is
+    /// sent first (committing `before`, the position ahead of the rejected line).
+    fn reject(&self, p: &mut Pending, open: &Open, before: FilePos, r: Rejected) -> Step {
+        if p.has_events() {
+            if let Step::Stop = self.flush(p, open, before) {
+                return Step::Stop;
+            }
+        }
+        p.batch.rejected.push(r);
+        Step::Continue
+    }
+
+    /// Splits `data` into lines and sends them in batches. Lines holding a JSON object
+    /// go to the pipeline as one document each (parsed there with
+    /// `policies::parse_document`); anything else is rejected here.
     fn consume(&self, open: &mut Open, mut data: &[u8]) -> Step {
-        let mut batch = AuditBatch::new(self.name.clone(), open.shown.clone());
+        let mut p = Pending::new(self.name.clone(), &open.shown);
         let mut lines = 0usize;
         while !data.is_empty() {
             let nl = data.iter().position(|b| *b == b'\n');
@@ -352,19 +379,23 @@ impl Tail {
                 open.partial.extend_from_slice(piece);
                 if open.partial.len() > self.cfg.max_line_bytes {
                     let len = open.partial.len();
-                    batch.rejected.push(Rejected {
+                    let r = Rejected {
                         location: format!("{}:{}", open.shown, open.pos.line + 1),
                         reason: format!(
                             "line longer than {} bytes (at least {len}): skipped",
                             self.cfg.max_line_bytes
                         ),
-                    });
+                    };
+                    if let Step::Stop = self.reject(&mut p, open, open.pos, r) {
+                        return Step::Stop;
+                    }
                     open.pos.offset += len as u64;
                     open.partial.clear();
                     open.skipping = true;
                 }
                 break;
             }
+            let before = open.pos;
             let line_no = open.pos.line + 1;
             let owned;
             let line: &[u8] = if open.partial.is_empty() {
@@ -380,42 +411,98 @@ impl Tail {
             if trimmed.is_empty() {
                 continue;
             }
-            if line.len() > self.cfg.max_line_bytes {
-                batch.rejected.push(Rejected {
+            let step = if line.len() > self.cfg.max_line_bytes {
+                let r = Rejected {
                     location: format!("{}:{line_no}", open.shown),
                     reason: format!(
                         "line longer than {} bytes ({}): skipped",
                         self.cfg.max_line_bytes,
                         line.len()
                     ),
-                });
-                continue;
-            }
-            match super::parse_audit_json(trimmed) {
-                Ok(v) => batch.records.push(v),
-                Err(reason) => batch.rejected.push(Rejected {
+                };
+                self.reject(&mut p, open, before, r)
+            } else if trimmed.first() == Some(&b'{') {
+                p.push_line(trimmed, line_no);
+                Step::Continue
+            } else {
+                // Not an object: not an audit event. Parsed here only to say why.
+                let reason = match super::parse_audit_json(trimmed) {
+                    Err(reason) => reason,
+                    Ok(_) => "expected an audit event object".to_string(),
+                };
+                let r = Rejected {
                     location: format!("{}:{line_no}", open.shown),
                     reason,
-                }),
+                };
+                self.reject(&mut p, open, before, r)
+            };
+            if let Step::Stop = step {
+                return Step::Stop;
             }
             lines += 1;
             if lines >= self.cfg.max_batch_lines {
-                self.with_commit(&mut batch, open.pos);
-                let full = std::mem::replace(
-                    &mut batch,
-                    AuditBatch::new(self.name.clone(), open.shown.clone()),
-                );
-                if let Step::Stop = self.send(full) {
+                if let Step::Stop = self.flush(&mut p, open, open.pos) {
                     return Step::Stop;
                 }
                 lines = 0;
             }
         }
-        if !batch.records.is_empty() || !batch.rejected.is_empty() {
-            self.with_commit(&mut batch, open.pos);
-            return self.send(batch);
+        if !p.is_empty() {
+            return self.flush(&mut p, open, open.pos);
         }
         Step::Continue
+    }
+}
+
+/// A batch being filled: rejections, then one document per JSON-object line, all in one
+/// buffer (each document is a slice of it).
+struct Pending {
+    batch: AuditBatch,
+    buf: Vec<u8>,
+    /// (start, end, line number) of each line in `buf`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl Pending {
+    fn new(name: Arc<str>, shown: &str) -> Self {
+        Self {
+            batch: AuditBatch::new(name, shown.to_string()),
+            buf: Vec::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    fn push_line(&mut self, line: &[u8], line_no: u64) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(line);
+        let first_line = usize::try_from(line_no).unwrap_or(usize::MAX);
+        self.spans.push((start, self.buf.len(), first_line));
+    }
+
+    fn has_events(&self) -> bool {
+        !self.spans.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty() && self.batch.rejected.is_empty()
+    }
+
+    fn finish(self, shown: &str) -> AuditBatch {
+        let Pending {
+            mut batch,
+            buf,
+            spans,
+        } = self;
+        let bytes = bytes::Bytes::from(buf);
+        batch.documents = spans
+            .into_iter()
+            .map(|(start, end, first_line)| Document {
+                name: shown.to_string(),
+                first_line,
+                bytes: bytes.slice(start..end),
+            })
+            .collect();
+        batch
     }
 }
 
