@@ -223,35 +223,13 @@ pub async fn run(args: Args) -> Result<RunSummary, RunError> {
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        engine::shutdown_signal().await;
         tracing::info!("shutting down");
         signals.cancel();
     });
     let result = run_with(args, Some(Arc::new(sink)), shutdown).await;
     let _ = drain.await;
     result
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// Runs the configured sources into the pipeline until `shutdown`, handing alerts and

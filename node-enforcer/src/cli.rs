@@ -237,11 +237,7 @@ fn run_node(args: RunArgs) -> ExitCode {
     tracing::info!(adopted = node.adopted(), "tether node running");
     let stop = shutdown.clone();
     rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
+        engine::shutdown_signal().await;
         stop.cancel();
     });
     rt.block_on(node.run_until(shutdown));
