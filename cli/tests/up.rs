@@ -33,6 +33,32 @@ fn wait_listening(port: u16, deadline: Instant) {
     }
 }
 
+/// Stops `tether up` and its roles when the test ends, also when an assertion fails
+/// half-way: SIGTERM to `up` (which stops its roles), then SIGKILL if it is still there.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if let Ok(pid) = i32::try_from(self.0.id()) {
+                // SAFETY: kill(2) on our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let until = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn client(ca: &Path) -> reqwest::blocking::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
     reqwest::blocking::Client::builder()
@@ -46,7 +72,7 @@ fn client(ca: &Path) -> reqwest::blocking::Client {
 fn up_runs_webhook_and_audit_bridge_and_stops_on_sigterm() {
     let state = tempfile::tempdir().unwrap();
     let (hook_port, audit_port) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["up", "--no-node", "--state-dir"])
         .arg(state.path())
         .args(["--webhook-listen", &format!("127.0.0.1:{hook_port}")])
@@ -55,7 +81,8 @@ fn up_runs_webhook_and_audit_bridge_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = StopOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -125,14 +152,14 @@ fn up_runs_webhook_and_audit_bridge_and_stops_on_sigterm() {
     assert!(alert["time"].as_str().unwrap().ends_with('Z'));
 
     // SIGTERM stops every role and `up` itself, cleanly.
-    let pid = i32::try_from(child.id()).unwrap();
+    let pid = i32::try_from(child.0.id()).unwrap();
     // SAFETY: kill(2) on our own child.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
     }
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             assert!(status.success(), "tether up exited with {status}");
             break;
         }
