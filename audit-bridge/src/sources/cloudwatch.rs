@@ -230,18 +230,12 @@ impl Source for CloudWatchSource {
                         p
                     }
                     Err(e) => {
-                        let d = backoff.next_delay();
-                        telemetry::SourceAttemptFailed {
-                            source: &name,
-                            error: &format!(
-                                "{}{}",
-                                if e.throttled { "throttled: " } else { "" },
-                                e.message
-                            ),
-                            retry_in_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-                        }
-                        .emit();
-                        if !sleep_or_shutdown(d, &shutdown).await {
+                        let error = format!(
+                            "{}{}",
+                            if e.throttled { "throttled: " } else { "" },
+                            e.message
+                        );
+                        if !backoff.fail_and_wait(&name, &error, &shutdown).await {
                             return Ok(());
                         }
                         continue;

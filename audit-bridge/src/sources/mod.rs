@@ -39,6 +39,24 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         self.current_ms = self.initial_ms;
     }
+
+    /// After a failed attempt of `source`: reports `error` with the delay before the next
+    /// try, then waits that delay unless shutdown comes first; returns false on shutdown.
+    pub(crate) async fn fail_and_wait(
+        &mut self,
+        source: &str,
+        error: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let d = self.next_delay();
+        crate::telemetry::SourceAttemptFailed {
+            source,
+            error,
+            retry_in_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        }
+        .emit();
+        sleep_or_shutdown(d, shutdown).await
+    }
 }
 
 /// Sleeps for `d` unless shutdown comes first; returns false on shutdown.

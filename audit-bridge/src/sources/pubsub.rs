@@ -236,14 +236,7 @@ impl Source for PubSubSource {
             let header = match auth.header(&http).await {
                 Ok(h) => h,
                 Err(e) => {
-                    let d = backoff.next_delay();
-                    telemetry::SourceAttemptFailed {
-                        source: &name,
-                        error: &e,
-                        retry_in_ms: u64::try_from(d.as_millis()).unwrap_or(0),
-                    }
-                    .emit();
-                    if !sleep_or_shutdown(d, &shutdown).await {
+                    if !backoff.fail_and_wait(&name, &e, &shutdown).await {
                         break;
                     }
                     continue;
@@ -276,14 +269,7 @@ impl Source for PubSubSource {
                     p
                 }
                 Err(e) => {
-                    let d = backoff.next_delay();
-                    telemetry::SourceAttemptFailed {
-                        source: &name,
-                        error: &e,
-                        retry_in_ms: u64::try_from(d.as_millis()).unwrap_or(0),
-                    }
-                    .emit();
-                    if !sleep_or_shutdown(d, &shutdown).await {
+                    if !backoff.fail_and_wait(&name, &e, &shutdown).await {
                         break;
                     }
                     continue;
