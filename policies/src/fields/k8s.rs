@@ -109,6 +109,21 @@ fn per_container<'e>(
     }
 }
 
+/// Per container, the effective `securityContext.<key>` integer: the container's, else the
+/// pod's, else 0 (root), as the kubelet resolves `runAsUser` / `runAsGroup`.
+fn effective_security_context_int<'e>(j: &'e Body, a: &FieldArg, key: &str) -> Value<'e> {
+    let pod = at(j, &["requestObject", "spec", "securityContext", key])
+        .and_then(Json::as_i64)
+        .unwrap_or(0);
+    per_container(j, "containers", a, move |c| {
+        Value::Int(
+            at(c, &["securityContext", key])
+                .and_then(Json::as_i64)
+                .unwrap_or(pod),
+        )
+    })
+}
+
 fn image_repository(image: &str) -> &str {
     let no_digest = image.split('@').next().unwrap_or(image);
     let slash = no_digest.rfind('/').map_or(0, |i| i + 1);
@@ -708,21 +723,7 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         Index,
         false,
         "per container, the effective runAsUser (container's, else the pod's, else 0)",
-        kx!(|j, a| {
-            let pod = at(
-                j,
-                &["requestObject", "spec", "securityContext", "runAsUser"],
-            )
-            .and_then(Json::as_i64)
-            .unwrap_or(0);
-            per_container(j, "containers", a, move |c| {
-                Value::Int(
-                    at(c, &["securityContext", "runAsUser"])
-                        .and_then(Json::as_i64)
-                        .unwrap_or(pod),
-                )
-            })
-        }),
+        kx!(|j, a| effective_security_context_int(j, a, "runAsUser")),
     ));
     d.push(def(
         "ka.req.pod.run_as_group",
@@ -758,21 +759,7 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         Index,
         false,
         "per container, the effective runAsGroup (container's, else the pod's, else 0)",
-        kx!(|j, a| {
-            let pod = at(
-                j,
-                &["requestObject", "spec", "securityContext", "runAsGroup"],
-            )
-            .and_then(Json::as_i64)
-            .unwrap_or(0);
-            per_container(j, "containers", a, move |c| {
-                Value::Int(
-                    at(c, &["securityContext", "runAsGroup"])
-                        .and_then(Json::as_i64)
-                        .unwrap_or(pod),
-                )
-            })
-        }),
+        kx!(|j, a| effective_security_context_int(j, a, "runAsGroup")),
     ));
     d.push(def(
         "ka.req.pod.containers.proc_mount",
