@@ -49,6 +49,11 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
 
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` over plain HTTP on this
+    /// address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Audit webhook backend: address to listen on.
     #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
     pub listen: Option<SocketAddr>,
@@ -141,6 +146,12 @@ pub enum RunError {
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error("kubernetes client for the lease: {0}")]
     Kube(String),
+    #[error("metrics endpoint {addr}: {error}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("internal task failed: {0}")]
     Task(String),
 }
@@ -249,6 +260,19 @@ pub async fn run_with(
         || args.logging_filter.is_some();
     if !any_source {
         return Err(RunError::NoSource);
+    }
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| RunError::Metrics { addr, error })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, "metrics endpoint listening");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::metrics::serve(listener, stop).await {
+                tracing::error!(%error, "metrics endpoint stopped");
+            }
+        });
     }
     let rules = Arc::new(load_rules(&args.rules)?);
     let checkpoints = CheckpointStore::open(args.state_dir.join("checkpoints"))?;

@@ -216,6 +216,7 @@ impl LeaderElector {
     {
         let retry = Duration::from_millis(self.cfg.retry_millis);
         let deadline = Duration::from_secs(u64::from(self.cfg.renew_deadline_secs));
+        crate::telemetry::LeaseHeld { held: false }.emit();
         'outer: loop {
             // Follower: try until we hold it.
             loop {
@@ -231,6 +232,7 @@ impl LeaderElector {
                 }
             }
             tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, "lease acquired: polling");
+            crate::telemetry::LeaseHeld { held: true }.emit();
             let token = shutdown.child_token();
             let task = tokio::spawn(work(token.clone()));
             let mut last_ok = tokio::time::Instant::now();
@@ -264,6 +266,7 @@ impl LeaderElector {
             }
             token.cancel();
             let _ = task.await;
+            crate::telemetry::LeaseHeld { held: false }.emit();
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod dedupe;
 pub mod gke;
 pub mod lease;
+pub mod metrics;
 pub mod pipeline;
 pub mod session;
 pub mod sources;

@@ -71,12 +71,16 @@ fn client(ca: &Path) -> reqwest::blocking::Client {
 #[test]
 fn up_runs_webhook_and_audit_bridge_and_stops_on_sigterm() {
     let state = tempfile::tempdir().unwrap();
-    let (hook_port, audit_port) = (free_port(), free_port());
+    let (hook_port, audit_port, metrics_port) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["up", "--no-node", "--state-dir"])
         .arg(state.path())
         .args(["--webhook-listen", &format!("127.0.0.1:{hook_port}")])
         .args(["--audit-listen", &format!("127.0.0.1:{audit_port}")])
+        .args([
+            "--audit-metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -150,6 +154,17 @@ fn up_runs_webhook_and_audit_bridge_and_stops_on_sigterm() {
     };
     assert_eq!(alert["source"], "k8s_audit");
     assert!(alert["time"].as_str().unwrap().ends_with('Z'));
+
+    // The audit bridge counts the batch per source on its Prometheus endpoint.
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("audit_events_received_total{source=\"webhook\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("audit_spool_pending_bytes "), "{metrics}");
 
     // SIGTERM stops every role and `up` itself, cleanly.
     let pid = i32::try_from(child.0.id()).unwrap();

@@ -556,6 +556,12 @@ impl Source for WebhookSource {
             },
             start,
         )?;
+        let gauge_spool = spool.clone();
+        crate::telemetry::register_gauge(
+            "audit_spool_pending_bytes",
+            "Bytes accepted into the webhook spool and not yet processed.",
+            Arc::new(move || gauge_spool.pending_bytes()),
+        );
         tracing::info!(
             listen = %self.config.listen,
             pending_bytes = spool.pending_bytes(),

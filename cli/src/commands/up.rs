@@ -6,8 +6,9 @@
 //!
 //! - `tether webhook` on `--webhook-listen` (HTTPS, the bundled library, a decision log);
 //! - `tether audit-bridge` with its audit webhook backend on `--audit-listen` and any
-//!   `--audit-file`s;
-//! - `tether node` (eBPF) when this process runs as root; otherwise it says why it is left out.
+//!   `--audit-file`s, metrics on `--audit-metrics-listen`;
+//! - `tether node` (eBPF) when this process runs as root, metrics on `--node-metrics-listen`;
+//!   otherwise it says why it is left out.
 //!
 //! Alerts of every role are Falco JSON lines on stdout; logs go to stderr. SIGINT/SIGTERM
 //! stop every role. A role that exits is reported with its status; `up` keeps the others
@@ -39,6 +40,12 @@ pub struct UpArgs {
     /// `--audit-webhook-config-file` at it).
     #[arg(long, default_value = "127.0.0.1:8444")]
     pub audit_listen: SocketAddr,
+    /// The audit bridge's Prometheus endpoint (plain HTTP, `/metrics`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub audit_metrics_listen: SocketAddr,
+    /// The node enforcer's Prometheus endpoint (plain HTTP, `/metrics`).
+    #[arg(long, default_value = "127.0.0.1:9477")]
+    pub node_metrics_listen: SocketAddr,
     /// Audit log files (JSON lines) to tail.
     #[arg(long = "audit-file", value_name = "PATH")]
     pub audit_files: Vec<PathBuf>,
@@ -123,6 +130,8 @@ async fn supervise(args: UpArgs) -> Result<ExitCode, String> {
         path_arg(&key),
         "--token-file".into(),
         path_arg(&token),
+        "--metrics-addr".into(),
+        args.audit_metrics_listen.to_string(),
     ];
     for file in &args.audit_files {
         bridge.push("--file".into());
@@ -138,7 +147,13 @@ async fn supervise(args: UpArgs) -> Result<ExitCode, String> {
             "tether up: node enforcer left out: loading eBPF programs needs root (run as root, or pass --no-node to silence this)"
         );
     } else {
-        let mut node = vec!["node".into(), "--alerts".into(), "-".into()];
+        let mut node = vec![
+            "node".into(),
+            "--alerts".into(),
+            "-".into(),
+            "--metrics-addr".into(),
+            args.node_metrics_listen.to_string(),
+        ];
         if args.all_cgroups {
             node.push("--all-cgroups".into());
         }
@@ -147,11 +162,17 @@ async fn supervise(args: UpArgs) -> Result<ExitCode, String> {
     }
 
     eprintln!(
-        "tether up: admission webhook https://{} (CA {}), audit webhook backend https://{}/audit (bearer token in {}); alerts on stdout; Ctrl-C stops",
+        "tether up: admission webhook https://{} (CA {}, metrics at /metrics), audit webhook backend https://{}/audit (bearer token in {}, metrics http://{}/metrics){}; alerts on stdout; Ctrl-C stops",
         args.webhook_listen,
         certs.join("ca.crt").display(),
         args.audit_listen,
         token.display(),
+        args.audit_metrics_listen,
+        if roles.iter().any(|r| r.name == "node") {
+            format!(", node metrics http://{}/metrics", args.node_metrics_listen)
+        } else {
+            String::new()
+        },
     );
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
