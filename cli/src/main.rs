@@ -34,6 +34,8 @@ enum Command {
     Up(commands::up::UpArgs),
     /// Read the cluster's audit trail (webhook backend, files, EKS, GKE); alert on k8s_audit rules.
     AuditBridge(Box<commands::audit_bridge::AuditBridgeArgs>),
+    /// Evidence for switching rules to enforce: what enforcement did and would have done.
+    Rollout(commands::rollout::RolloutArgs),
     /// Run the eBPF node enforcer (`status`: capabilities and per-rule posture; `unload`: remove the pins).
     Node(commands::node::NodeArgs),
 }
@@ -55,5 +57,6 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => commands::up::run(args),
         Command::AuditBridge(args) => commands::audit_bridge::run(*args),
         Command::Node(args) => commands::node::run(args),
+        Command::Rollout(args) => commands::rollout::run(args),
     }
 }

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod node;
 pub mod policy;
 pub mod replay;
+pub mod rollout;
 pub mod suite;
 pub mod up;
 pub mod webhook;
