@@ -314,6 +314,7 @@ fn main() {
         max_in_flight: 1024,
         body_timeout_ms: 10_000,
         reload_interval_ms: 1000,
+        cluster: webhook::cluster::ClusterArgs::off(),
     };
 
     let mut rows = Vec::new();

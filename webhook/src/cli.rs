@@ -9,6 +9,7 @@ use clap::Args;
 use engine::Sink;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{ClusterArgs, ClusterError};
 use crate::decide::FailureMode;
 use crate::decision_log::{DecisionLog, DecisionLogError};
 use crate::metrics::{ErrorKind, Metrics};
@@ -58,6 +59,9 @@ pub struct WebhookArgs {
     /// How often the rules and certificate files are checked for change, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub reload_interval_ms: u64,
+    /// The Kubernetes API (`--kube`, `--kubeconfig`, `--pod-lookup-timeout-ms`).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +80,8 @@ pub enum WebhookError {
     EvalPool(#[source] std::io::Error),
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A started webhook.
@@ -120,8 +126,10 @@ impl WebhookArgs {
     }
 }
 
-/// Starts the webhook: loads the certificate (fatal when it does not load), binds, serves,
-/// and loads the rules in the background (`/readyz` says not ready until they load).
+/// Starts the webhook: loads the certificate (fatal when it does not load), connects to the
+/// Kubernetes API per `--kube` (fatal when `on` cannot), binds, serves, and loads the rules
+/// and watches namespaces in the background (`/readyz` says not ready until the rules load
+/// and, with the API, the namespace list syncs).
 pub async fn start(
     args: &WebhookArgs,
     loader: Arc<dyn RulesLoader>,
@@ -136,6 +144,7 @@ pub async fn start(
         Some(path) => Some(DecisionLog::open(path, metrics.clone())?),
         None => None,
     };
+    let cluster = crate::cluster::connect(&args.cluster, metrics.clone()).await?;
     let rules = RulesHandle::new(loader, metrics.clone());
     let options = args.handler_options();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -149,6 +158,7 @@ pub async fn start(
         sink,
         decision_log,
         labels: PodLabelCache::new(options.pod_label_cache),
+        cluster,
         options,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -163,6 +173,9 @@ pub async fn start(
     })?;
     let interval = Duration::from_millis(args.reload_interval_ms.max(10));
     rules.spawn_watcher(interval, shutdown.clone());
+    if let Some(cluster) = &state.cluster.cluster {
+        cluster.spawn_namespace_watch(shutdown.clone());
+    }
     let cert_metrics = metrics.clone();
     resolver.spawn_watcher(interval, shutdown.clone(), move |outcome| match outcome {
         Ok(_) => {

@@ -13,6 +13,8 @@
 //! | `rules_generation` | successful rules loads so far |
 //! | `rules_loaded` | rules in the serving set |
 //! | `cert_generation` | successful serving-certificate loads so far |
+//! | `cluster_lookups_total` | `kind` (namespace, pod), `result` (namespace: known, not_synced, not_in_store; pod: found, not_found, error, timeout) |
+//! | `cluster_namespaces` | namespaces in the store the namespace watch keeps |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +34,12 @@ pub struct ReviewLabels {
 pub struct RuleLabels {
     pub rule: String,
     pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +93,8 @@ pub struct Metrics {
     pub rules_generation: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub rules_loaded: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub cert_generation: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub cluster_lookups: Family<LookupLabels, Counter>,
+    pub cluster_namespaces: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -104,6 +114,8 @@ impl Metrics {
         let rules_generation = Gauge::default();
         let rules_loaded = Gauge::default();
         let cert_generation = Gauge::default();
+        let cluster_lookups = Family::<LookupLabels, Counter>::default();
+        let cluster_namespaces = Gauge::default();
         registry.register(
             "reviews",
             "Admission reviews answered, by operation, resource and decision",
@@ -140,6 +152,16 @@ impl Metrics {
             "Successful serving-certificate loads since start",
             cert_generation.clone(),
         );
+        registry.register(
+            "cluster_lookups",
+            "Reads of the cluster view (namespace labels, pods of CONNECT reviews), by kind and result",
+            cluster_lookups.clone(),
+        );
+        registry.register(
+            "cluster_namespaces",
+            "Namespaces in the store kept by the namespace watch",
+            cluster_namespaces.clone(),
+        );
         Self {
             registry,
             reviews,
@@ -150,6 +172,8 @@ impl Metrics {
             rules_generation,
             rules_loaded,
             cert_generation,
+            cluster_lookups,
+            cluster_namespaces,
         }
     }
 

@@ -7,8 +7,9 @@ use policies::decision::scope_check;
 use policies::{Event, Mode, RuleSet, Source};
 use serde_json::{Map, Value};
 
+use crate::cluster::{NamespaceLabels, UnknownNamespace};
 use crate::review::ReviewRequest;
-use crate::rules::{EvalError, RuleHit, RuleMode, Rules, RulesLoader};
+use crate::rules::{EvalError, ReviewContext, RuleHit, RuleMode, Rules, RulesLoader};
 
 /// A loaded `RuleSet`, evaluated on admission reviews.
 pub struct PolicyRules {
@@ -36,11 +37,24 @@ impl PolicyRules {
 impl Rules for PolicyRules {
     fn evaluate(
         &self,
-        mut review: Value,
-        _request: &ReviewRequest,
+        review: Value,
+        request: &ReviewRequest,
         pod_labels: Option<&Map<String, Value>>,
     ) -> Result<Vec<RuleHit>, EvalError> {
-        if let Some(labels) = pod_labels {
+        let context = ReviewContext {
+            pod_labels,
+            ..ReviewContext::default()
+        };
+        self.evaluate_in(review, request, &context)
+    }
+
+    fn evaluate_in(
+        &self,
+        mut review: Value,
+        _request: &ReviewRequest,
+        context: &ReviewContext<'_>,
+    ) -> Result<Vec<RuleHit>, EvalError> {
+        if let Some(labels) = context.pod_labels {
             // A CONNECT review carries PodExecOptions, not the pod: present the target
             // pod's labels as the object's labels, so that rules and scope selectors read
             // them as they would on the pod.
@@ -57,15 +71,39 @@ impl Rules for PolicyRules {
             .map_err(|e| EvalError(format!("review not usable as an event: {e}")))?;
         let namespace = event.namespace();
         let labels = event.object_labels();
+        let namespace_labels = context.namespace_labels.known();
         Ok(self
             .set
             .evaluate(&event)
             .into_iter()
             .map(|m| {
                 let settings = &m.rule.tether;
-                // Namespace labels are not known to the webhook: a scope that selects on
-                // them leaves the event out of scope (the rule detects).
-                let scope = scope_check(&settings.scope, namespace, &labels, None);
+                // Namespace labels not known (no Kubernetes API, namespace not in the
+                // store yet): a scope that selects on them leaves the event out of scope
+                // (the rule detects).
+                let scope = scope_check(&settings.scope, namespace, &labels, namespace_labels);
+                if let (Err(why), Mode::Enforce) = (&scope, settings.mode) {
+                    match context.namespace_labels {
+                        // Name why the labels are unknown (a namespace created a moment
+                        // ago, a list not synced yet); running without the API was logged
+                        // once at start.
+                        NamespaceLabels::Unknown(
+                            unknown @ (UnknownNamespace::NotSynced | UnknownNamespace::NotInStore),
+                        ) if settings.scope.namespace_labels.is_some() => {
+                            tracing::info!(
+                                rule = %m.rule.name,
+                                reason = %why,
+                                namespace_labels = %unknown.describe(namespace),
+                                "enforce rule only detects: outside its enforcement scope"
+                            );
+                        }
+                        _ => tracing::debug!(
+                            rule = %m.rule.name,
+                            reason = %why,
+                            "enforce rule only detects: outside its enforcement scope"
+                        ),
+                    }
+                }
                 RuleHit {
                     rule: m.rule.name.clone(),
                     priority: m.rule.priority.to_string(),

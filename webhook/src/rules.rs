@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{NamespaceLabels, UnknownNamespace};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::review::ReviewRequest;
 
@@ -52,6 +53,25 @@ pub struct RuleHit {
 #[error("{0}")]
 pub struct EvalError(pub String);
 
+/// What the webhook knows about a review beyond its body.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewContext<'a> {
+    /// The labels of the pod a CONNECT review targets, when known.
+    pub pod_labels: Option<&'a serde_json::Map<String, Value>>,
+    /// The labels of the review's namespace (for scopes with `namespace_labels`), or why
+    /// they are not known.
+    pub namespace_labels: NamespaceLabels<'a>,
+}
+
+impl Default for ReviewContext<'_> {
+    fn default() -> Self {
+        Self {
+            pod_labels: None,
+            namespace_labels: NamespaceLabels::Unknown(UnknownNamespace::NoCluster),
+        }
+    }
+}
+
 /// One loaded generation of rules.
 pub trait Rules: Send + Sync + 'static {
     /// Evaluates one admission review (the whole review JSON, moved in) whose request was
@@ -63,6 +83,17 @@ pub trait Rules: Send + Sync + 'static {
         request: &ReviewRequest,
         pod_labels: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<RuleHit>, EvalError>;
+
+    /// [`Rules::evaluate`] with everything the webhook knows about the review (what the
+    /// server calls). Rules that do not use the namespace's labels need not implement it.
+    fn evaluate_in(
+        &self,
+        review: Value,
+        request: &ReviewRequest,
+        context: &ReviewContext<'_>,
+    ) -> Result<Vec<RuleHit>, EvalError> {
+        self.evaluate(review, request, context.pod_labels)
+    }
 
     /// How many rules apply at admission time.
     fn rule_count(&self) -> usize;

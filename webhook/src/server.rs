@@ -22,12 +22,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::ClusterAccess;
 use crate::decide::{decide, failed, Decided, FailureMode};
 use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::layers::{InFlight, ShedLayer};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::review::{self, AdmissionResponse, ReviewRequest};
-use crate::rules::{RuleHit, RulesHandle};
+use crate::rules::{ReviewContext, RuleHit, RulesHandle};
 use crate::session::{exec_session, session_kind, PodLabelCache};
 
 /// Tunables of the admission handler.
@@ -73,6 +74,8 @@ pub struct WebhookState {
     pub sink: Option<Arc<dyn Sink>>,
     pub decision_log: Option<DecisionLog>,
     pub labels: PodLabelCache,
+    /// The Kubernetes API, when the webhook uses it (namespace labels, CONNECT target pods).
+    pub cluster: ClusterAccess,
     pub options: HandlerOptions,
 }
 
@@ -138,6 +141,9 @@ async fn readyz(State(state): State<Arc<WebhookState>>) -> Response<Body> {
             None => "rules not loaded yet".to_string(),
         });
     }
+    if let Some(why) = state.cluster.not_ready_reason() {
+        reasons.push(why);
+    }
     let ready = reasons.is_empty();
     let body = serde_json::json!({
         "ready": ready,
@@ -155,6 +161,7 @@ async fn readyz(State(state): State<Arc<WebhookState>>) -> Response<Body> {
             "not_after": certs::rfc3339(c.not_after),
             "last_reload_error": c.last_error,
         })),
+        "cluster": state.cluster.status_json(),
     });
     json_response(
         if ready {
@@ -212,21 +219,40 @@ async fn evaluate(
         };
         return Evaluated::Failed(why, ErrorKind::NotReady);
     };
+    let budget = state.options.eval_budget;
+    // Time spent reading the target pod from the API comes out of the budget.
+    let mut lookup_spent = Duration::ZERO;
     let labels = if session_kind(req).is_some() {
         match (&req.namespace, &req.name) {
-            (Some(ns), Some(name)) => state.labels.labels(ns, name),
+            (Some(ns), Some(name)) => match (state.labels.labels(ns, name), &state.cluster.cluster)
+            {
+                (Some(l), _) => Some(l),
+                // Not cached: read the pod, within part of the budget.
+                (None, Some(cluster)) => {
+                    let start = Instant::now();
+                    let timeout = cluster.lookup_timeout(budget);
+                    let found = cluster.pod_labels(ns, name, timeout, &state.labels).await;
+                    lookup_spent = start.elapsed();
+                    found
+                }
+                (None, None) => None,
+            },
             _ => None,
         }
     } else {
         None
     };
-    let budget = state.options.eval_budget;
+    let namespace_labels = state.cluster.namespace_labels(req.namespace.as_deref());
     if budget.is_zero() {
         let start = Instant::now();
         // A rule engine bug must not take the connection down: a panic is an internal
         // error, answered per the failure mode.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rules.evaluate(body, req, labels.as_ref())
+            let context = ReviewContext {
+                pod_labels: labels.as_ref(),
+                namespace_labels: namespace_labels.as_labels(),
+            };
+            rules.evaluate_in(body, req, &context)
         }));
         return match outcome {
             Ok(Ok(hits)) => Evaluated::Hits(hits, start.elapsed()),
@@ -239,10 +265,14 @@ async fn evaluate(
         // The in-flight permit stays held until the evaluation really ends.
         let _permit = in_flight;
         let start = Instant::now();
-        let out = rules.evaluate(body, &req_owned, labels.as_ref());
+        let context = ReviewContext {
+            pod_labels: labels.as_ref(),
+            namespace_labels: namespace_labels.as_labels(),
+        };
+        let out = rules.evaluate_in(body, &req_owned, &context);
         (out, start.elapsed())
     });
-    match tokio::time::timeout(budget, task).await {
+    match tokio::time::timeout(budget.saturating_sub(lookup_spent), task).await {
         Ok(Ok(Ok((Ok(hits), took)))) => Evaluated::Hits(hits, took),
         Ok(Ok(Ok((Err(e), _)))) => {
             Evaluated::Failed(format!("evaluation failed: {e}"), ErrorKind::Internal)

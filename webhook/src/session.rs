@@ -63,9 +63,10 @@ pub fn exec_session(req: &ReviewRequest, review: &Value, now_ns: i64) -> Option<
     })
 }
 
-/// Labels of pods seen in CREATE/UPDATE reviews, by namespace and name, so that rules on
-/// CONNECT reviews (which carry only `PodExecOptions`) can read the target pod's labels.
-/// Bounded: when full, an arbitrary entry gives way. A pod created before this webhook
+/// Labels of pods seen in CREATE/UPDATE reviews (or read from the API for a CONNECT review,
+/// see [`crate::cluster`]), by namespace and name, so that rules on CONNECT reviews (which
+/// carry only `PodExecOptions`) can read the target pod's labels. Bounded: when full, an
+/// arbitrary entry gives way. Without the Kubernetes API, a pod created before this webhook
 /// started is unknown until its next UPDATE.
 #[derive(Debug)]
 pub struct PodLabelCache {
@@ -112,16 +113,33 @@ impl PodLabelCache {
                     .and_then(Value::as_object)
                     .cloned()
                     .unwrap_or_default();
-                if pods.len() >= self.max_entries && !pods.contains_key(&(ns.clone(), name.clone()))
-                {
-                    if let Some(k) = pods.keys().next().cloned() {
-                        pods.remove(&k);
-                    }
-                }
-                pods.insert((ns, name), labels);
+                self.insert_locked(&mut pods, ns, name, labels);
             }
             Operation::Connect => {}
         }
+    }
+
+    /// Remembers the labels of pod `namespace/name` (read from the API).
+    pub fn insert(&self, namespace: String, name: String, labels: Map<String, Value>) {
+        if let Ok(mut pods) = self.pods.lock() {
+            self.insert_locked(&mut pods, namespace, name, labels);
+        }
+    }
+
+    fn insert_locked(
+        &self,
+        pods: &mut HashMap<(String, String), Map<String, Value>>,
+        namespace: String,
+        name: String,
+        labels: Map<String, Value>,
+    ) {
+        let key = (namespace, name);
+        if pods.len() >= self.max_entries && !pods.contains_key(&key) {
+            if let Some(k) = pods.keys().next().cloned() {
+                pods.remove(&k);
+            }
+        }
+        pods.insert(key, labels);
     }
 
     /// The labels of a pod, if it was seen.
@@ -206,5 +224,17 @@ mod tests {
         req.name = Some("p4".into());
         cache.observe(&req, &r.body);
         assert!(cache.labels("default", "p4").is_none());
+
+        // Labels read from the API go in the same bounded cache.
+        cache.insert(
+            "prod".into(),
+            "db-0".into(),
+            r.body["request"]["object"]["metadata"]["labels"]
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(cache.labels("prod", "db-0").unwrap()["app"], "web");
+        assert_eq!(cache.len(), 2);
     }
 }

@@ -61,6 +61,7 @@ pub fn args(pki: &Pki) -> WebhookArgs {
         max_in_flight: 1024,
         body_timeout_ms: 10_000,
         reload_interval_ms: 50,
+        cluster: webhook::cluster::ClusterArgs::off(),
     }
 }
 
