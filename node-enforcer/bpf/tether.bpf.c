@@ -169,25 +169,34 @@ struct {
 } session_tags SEC(".maps");
 
 struct pending {
-	__u32 nr;
+	__u32 nr;            /* 0: nothing pending (read(2), never of interest, is 0) */
 	__u32 _pad;
 	__u64 args[6];
 };
 
-/* pid_tgid -> syscall arguments between sys_enter and sys_exit */
+/* per thread: the arguments of a kept call between its entry and its exit. Task storage
+ * instead of a hash keyed by pid_tgid: a thread that never had a call kept costs one NULL
+ * check at exit, the slot is reused without an update, and it is freed with the task */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct pending);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} pending_calls SEC(".maps");
+} pending_task SEC(".maps");
+
+/* a path key placed so that its path is 8-byte aligned with 8 bytes before it (lead and the
+ * prefix length): 8-byte words can be read at offsets down to -8 from the path */
+struct scratch {
+	__u32 lead;
+	struct tether_path_key k;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
 	__type(key, __u32);
-	__type(value, struct tether_path_key);
+	__type(value, struct scratch);
 } scratch_key SEC(".maps");
 
 static __always_inline void count(__u32 idx)
@@ -197,90 +206,103 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+/* the settings, looked up once per program run and passed down */
 static __always_inline struct tether_config *cfg(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&settings, &zero);
 }
 
-static __always_inline int is_watched(__u64 cg)
+static __always_inline int is_watched(struct tether_config *c, __u64 cg)
 {
-	struct tether_config *c = cfg();
-	if (c && c->all_cgroups)
+	if (c->all_cgroups)
 		return 1;
 	return bpf_map_lookup_elem(&watched_cgroups, &cg) != NULL;
 }
 
-static __always_inline int is_self(__u32 tgid)
+/* is_watched for the current task, reading its cgroup id only when it matters */
+static __always_inline int current_watched(struct tether_config *c)
 {
-	struct tether_config *c = cfg();
-	return c && c->self_tgid == tgid;
+	if (c->all_cgroups)
+		return 1;
+	__u64 cg = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&watched_cgroups, &cg) != NULL;
 }
 
-static __always_inline __u64 wakeup_flag(void)
+static __always_inline __u64 wakeup_flag(struct tether_config *c)
 {
-	struct tether_config *c = cfg();
 	__u64 limit = c ? c->wakeup_bytes : 0;
 	if (limit == 0 || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= limit)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
 
+/* The task pointers below are BTF pointers (tp_btf arguments, bpf_get_current_task_btf):
+ * fields are plain loads the verifier guards, not one bpf_probe_read_kernel call each. */
 static __always_inline __u32 tty_nr(struct task_struct *t)
 {
-	struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+	struct tty_struct *tty = t->signal->tty;
 	if (!tty)
 		return 0;
-	__u32 major = BPF_CORE_READ(tty, driver, major);
-	__u32 minor = BPF_CORE_READ(tty, driver, minor_start) + BPF_CORE_READ(tty, index);
+	struct tty_driver *drv = tty->driver;
+	__u32 major = drv->major;
+	__u32 minor = drv->minor_start + tty->index;
 	return (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
 }
 
-static __always_inline void fill_hdr(struct tether_hdr *h, __u32 kind, struct task_struct *t,
-				     __u64 cg)
+static __always_inline __u64 session_of(__u32 tgid)
 {
-	__u64 ids = bpf_get_current_uid_gid();
+	__u64 *tag = bpf_map_lookup_elem(&session_tags, &tgid);
+	return tag ? *tag : 0;
+}
+
+/* `t` is the current task in every caller (exec, fork's parent, exit, syscalls) */
+static __always_inline void fill_hdr(struct tether_hdr *h, __u32 kind, struct task_struct *t,
+				     __u64 cg, __u64 session)
+{
 	h->kind = kind;
 	h->flags = 0;
 	h->ts_boot_ns = bpf_ktime_get_boot_ns();
 	h->cgroup_id = cg;
-	h->pid = BPF_CORE_READ(t, tgid);
-	h->tid = BPF_CORE_READ(t, pid);
-	h->ppid = BPF_CORE_READ(t, real_parent, tgid);
-	h->uid = BPF_CORE_READ(t, cred, uid.val);
-	h->gid = BPF_CORE_READ(t, cred, gid.val);
-	(void)ids;
+	h->session = session;
+	h->pid = t->tgid;
+	h->tid = t->pid;
+	h->ppid = t->real_parent->tgid;
+	const struct cred *cr = t->cred;
+	h->uid = cr->uid.val;
+	h->gid = cr->gid.val;
 	if (bpf_core_field_exists(t->loginuid))
-		h->loginuid = BPF_CORE_READ(t, loginuid.val);
+		h->loginuid = t->loginuid.val;
 	else
 		h->loginuid = (__u32)-1;
 	h->tty = tty_nr(t);
 	h->_pad0 = 0;
-	__u64 *tag = bpf_map_lookup_elem(&session_tags, &h->pid);
-	h->session = tag ? *tag : 0;
-	BPF_CORE_READ_STR_INTO(&h->comm, t, comm);
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
 /* ---- process lifecycle ---------------------------------------------------------------- */
 
 static __always_inline int on_exec(struct task_struct *p, struct linux_binprm *bprm)
 {
+	struct tether_config *c = cfg();
+	if (!c)
+		return 0;
 	__u64 cg = bpf_get_current_cgroup_id();
-	__u32 tgid = BPF_CORE_READ(p, tgid);
+	__u32 tgid = p->tgid;
 	__u32 flags = 0;
 	__u32 rule = 0;
 
-	if (is_watched(cg)) {
+	if (is_watched(c, cg)) {
 		flags |= TETHER_F_WATCHED;
 		/* enforcement first: it must hold even when the ring buffer is full */
 		struct tether_deny_key key = { .cgroup_id = cg };
-		BPF_CORE_READ_STR_INTO(&key.comm, p, comm);
+		bpf_get_current_comm(&key.comm, sizeof(key.comm));
 		struct tether_deny_val *d = bpf_map_lookup_elem(&deny_exec, &key);
 		if (!d) {
 			key.cgroup_id = 0;
 			d = bpf_map_lookup_elem(&deny_exec, &key);
 		}
-		if (d && (d->action & TETHER_DENY_KILL) && !is_self(tgid)) {
+		if (d && (d->action & TETHER_DENY_KILL) && c->self_tgid != tgid) {
 			rule = d->rule_id;
 			if (bpf_send_signal(SIGKILL) == 0) {
 				flags |= TETHER_F_KILLED;
@@ -296,18 +318,18 @@ static __always_inline int on_exec(struct task_struct *p, struct linux_binprm *b
 		count(TETHER_C_LOST);
 		return 0;
 	}
-	fill_hdr(&e->hdr, TETHER_EV_EXEC, p, cg);
+	fill_hdr(&e->hdr, TETHER_EV_EXEC, p, cg, session_of(tgid));
 	e->hdr.flags = flags;
 	e->deny_rule = rule;
 	e->_pad0 = 0;
-	e->start_boot_ns = BPF_CORE_READ(p, start_boottime);
-	const char *fname = BPF_CORE_READ(bprm, filename);
+	e->start_boot_ns = p->start_boottime;
+	const char *fname = bprm->filename;
 	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), fname);
 	e->filename_len = n > 0 ? n - 1 : 0;
 
-	struct mm_struct *mm = BPF_CORE_READ(p, mm);
-	unsigned long start = BPF_CORE_READ(mm, arg_start);
-	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	struct mm_struct *mm = p->mm;
+	unsigned long start = mm->arg_start;
+	unsigned long end = mm->arg_end;
 	unsigned long len = end > start ? end - start : 0;
 	if (len > TETHER_ARGS_LEN - 1) {
 		len = TETHER_ARGS_LEN - 1;
@@ -319,7 +341,7 @@ static __always_inline int on_exec(struct task_struct *p, struct linux_binprm *b
 	else
 		e->args_len = 0;
 	count(TETHER_C_EMITTED);
-	bpf_ringbuf_submit(e, wakeup_flag());
+	bpf_ringbuf_submit(e, wakeup_flag(c));
 	return 0;
 }
 
@@ -331,27 +353,28 @@ int BPF_PROG(tether_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 
 static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child)
 {
-	__u32 child_tgid = BPF_CORE_READ(child, tgid);
-	__u32 child_pid = BPF_CORE_READ(child, pid);
-	if (child_tgid != child_pid)
+	__u32 child_tgid = child->tgid;
+	if (child_tgid != child->pid)
 		return 0; /* a new thread, not a new process */
-	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ptgid = parent->tgid;
+	/* one lookup: the parent's tag is both inherited and reported */
 	__u64 *tag = bpf_map_lookup_elem(&session_tags, &ptgid);
+	__u64 session = 0;
 	if (tag) {
-		__u64 t = *tag;
-		bpf_map_update_elem(&session_tags, &child_tgid, &t, BPF_ANY);
+		session = *tag;
+		bpf_map_update_elem(&session_tags, &child_tgid, &session, BPF_ANY);
 	}
 	struct tether_fork *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(TETHER_C_LOST);
 		return 0;
 	}
-	fill_hdr(&e->hdr, TETHER_EV_FORK, parent, bpf_get_current_cgroup_id());
+	fill_hdr(&e->hdr, TETHER_EV_FORK, parent, bpf_get_current_cgroup_id(), session);
 	e->child_pid = child_tgid;
 	e->_pad0 = 0;
-	e->start_boot_ns = BPF_CORE_READ(child, start_boottime);
+	e->start_boot_ns = child->start_boottime;
 	count(TETHER_C_EMITTED);
-	bpf_ringbuf_submit(e, wakeup_flag());
+	bpf_ringbuf_submit(e, wakeup_flag(cfg()));
 	return 0;
 }
 
@@ -363,21 +386,26 @@ int BPF_PROG(tether_fork, struct task_struct *parent, struct task_struct *child)
 
 static __always_inline int on_exit(struct task_struct *p)
 {
-	__u32 tgid = BPF_CORE_READ(p, tgid);
-	if (tgid != BPF_CORE_READ(p, pid))
+	__u32 tgid = p->tgid;
+	if (tgid != p->pid)
 		return 0; /* a thread, the process lives on */
+	/* delete only a tag that exists: a delete takes the bucket lock even for a miss */
+	__u64 *tag = bpf_map_lookup_elem(&session_tags, &tgid);
+	__u64 session = 0;
+	if (tag) {
+		session = *tag;
+		bpf_map_delete_elem(&session_tags, &tgid);
+	}
 	struct tether_exit *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(TETHER_C_LOST);
-		bpf_map_delete_elem(&session_tags, &tgid);
 		return 0;
 	}
-	fill_hdr(&e->hdr, TETHER_EV_EXIT, p, bpf_get_current_cgroup_id());
-	e->exit_code = BPF_CORE_READ(p, exit_code);
+	fill_hdr(&e->hdr, TETHER_EV_EXIT, p, bpf_get_current_cgroup_id(), session);
+	e->exit_code = p->exit_code;
 	e->_pad0 = 0;
-	bpf_map_delete_elem(&session_tags, &tgid);
 	count(TETHER_C_EMITTED);
-	bpf_ringbuf_submit(e, wakeup_flag());
+	bpf_ringbuf_submit(e, wakeup_flag(cfg()));
 	return 0;
 }
 
@@ -415,6 +443,14 @@ int BPF_PROG(tether_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 }
 
 /* ---- syscalls of interest ------------------------------------------------------------- */
+/*
+ * Two ways in, one body. Normally one program per syscall of interest and direction
+ * (`tracepoint/syscalls/sys_enter_openat`, `sys_exit_openat`, ...): other syscalls run no
+ * program at all, the arguments come in the tracepoint record and the syscall number is a
+ * constant each program is specialised for. Where a kernel lacks one of those tracepoints the
+ * loader attaches the `raw_tp/sys_enter` / `raw_tp/sys_exit` pair instead, which runs for
+ * every syscall and filters on the number first.
+ */
 
 static __always_inline int interesting(long nr)
 {
@@ -434,9 +470,10 @@ static __always_inline int interesting(long nr)
 static __always_inline int sensitive_path(const char *upath)
 {
 	__u32 zero = 0;
-	struct tether_path_key *k = bpf_map_lookup_elem(&scratch_key, &zero);
-	if (!k)
+	struct scratch *s = bpf_map_lookup_elem(&scratch_key, &zero);
+	if (!s)
 		return 0;
+	struct tether_path_key *k = &s->k;
 	long n = bpf_probe_read_user_str(k->path, sizeof(k->path), upath);
 	if (n <= 1)
 		return 0;
@@ -444,19 +481,48 @@ static __always_inline int sensitive_path(const char *upath)
 	return bpf_map_lookup_elem(&sensitive_paths, k) != NULL;
 }
 
+/* 1 when a read-only open of this path is below a sensitive prefix. Most opens are not:
+ * their first 8 bytes (one 8-byte read) match none of the prefixes' first 8 bytes, and
+ * neither the path nor the trie is read. */
+static __always_inline int read_wanted(struct tether_config *c, const char *upath)
+{
+	__u32 n = c->read_heads;
+	if (n == 0)
+		return 0;
+	if (n <= TETHER_READ_HEADS) {
+		__u64 head = 0;
+		/* a short path at the end of a mapping can fail this read: then the trie decides */
+		if (bpf_probe_read_user(&head, sizeof(head), upath) == 0) {
+			int hit = 0;
+			for (int i = 0; i < TETHER_READ_HEADS; i++) {
+				if (i >= n)
+					break;
+				if (c->read_head[i] == head) {
+					hit = 1;
+					break;
+				}
+			}
+			if (!hit)
+				return 0;
+		}
+	}
+	return sensitive_path(upath);
+}
+
 /* 1 when a write-open of this path must reach user space: the prefilter is off, or the path
  * is relative (resolved in user space), empty, unreadable, longer than a key or has a `../`,
  * or it has one of the rules' prefixes or suffixes */
-static __always_inline int write_wanted(const char *upath)
+static __always_inline int write_wanted(struct tether_config *c, const char *upath)
 {
-	struct tether_config *c = cfg();
-	if (!c || !c->write_filter)
+	if (!c->write_filter)
 		return 1;
 	__u32 zero = 0, one = 1;
-	struct tether_path_key *k = bpf_map_lookup_elem(&scratch_key, &zero);
-	struct tether_path_key *r = bpf_map_lookup_elem(&scratch_key, &one);
-	if (!k || !r)
+	struct scratch *ks = bpf_map_lookup_elem(&scratch_key, &zero);
+	struct scratch *rs = bpf_map_lookup_elem(&scratch_key, &one);
+	if (!ks || !rs)
 		return 1;
+	struct tether_path_key *k = &ks->k;
+	struct tether_path_key *r = &rs->k;
 	long n = bpf_probe_read_user_str(k->path, sizeof(k->path), upath);
 	if (n <= 1 || n >= (long)sizeof(k->path))
 		return 1;
@@ -466,15 +532,37 @@ static __always_inline int write_wanted(const char *upath)
 	k->prefixlen = len * 8;
 	if (bpf_map_lookup_elem(&write_prefixes, k))
 		return 1;
-	for (int i = 0; i < (int)sizeof(r->path); i++) {
-		if (i >= len)
+	/* the reversed path, 8 bytes at a time: word i of r is the byte-swapped word that ends
+	 * 8*i bytes before the end of k; bytes read from before the path (the key's prefix
+	 * length, `lead`) or after its end land past len in r, where the lookup does not look */
+	char *base = (char *)ks; /* k->path is at base + 8 */
+	for (int i = 0; i < (int)sizeof(r->path) / 8; i++) {
+		if (i * 8 >= len)
 			break;
-		r->path[i] = k->path[(len - 1 - i) & (sizeof(k->path) - 1)];
+		__u64 off = 8 + len - 8 * (i + 1); /* 1..62 */
+		barrier_var(off);
+		if (off > sizeof(*ks) - 8)
+			break;
+		__u64 w = *(__u64 *)(base + off);
+		*(__u64 *)&r->path[i * 8] = __builtin_bswap64(w);
 	}
 	r->prefixlen = len * 8;
 	if (bpf_map_lookup_elem(&write_suffixes, r))
 		return 1;
-	/* a `../` makes the written path differ from its prefix: report it */
+	/* a `../` makes the written path differ from its prefix: report it. Most paths have no
+	 * '.' in a word at all (a word test); the byte scan runs only when one has */
+	int dot = 0;
+	for (int i = 0; i < (int)sizeof(k->path) / 8; i++) {
+		if (i * 8 >= len)
+			break;
+		__u64 v = *(__u64 *)&k->path[i * 8] ^ 0x2e2e2e2e2e2e2e2eULL;
+		if ((v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL) {
+			dot = 1;
+			break;
+		}
+	}
+	if (!dot)
+		return 0;
 	for (int i = 0; i < (int)sizeof(k->path) - 2; i++) {
 		if (i + 2 >= len)
 			break;
@@ -482,6 +570,15 @@ static __always_inline int write_wanted(const char *upath)
 			return 1;
 	}
 	return 0;
+}
+
+#define OPEN_WRITE (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)
+
+static __always_inline int open_wanted(struct tether_config *c, __u64 flags, const char *upath)
+{
+	if ((flags & OPEN_WRITE) && write_wanted(c, upath))
+		return 1;
+	return read_wanted(c, upath);
 }
 
 static __always_inline __u16 user_family(const void *uaddr)
@@ -493,27 +590,18 @@ static __always_inline __u16 user_family(const void *uaddr)
 }
 
 /* the in-kernel filter: 1 when the call should reach user space */
-static __always_inline int keep_call(long nr, __u64 *a)
+static __always_inline int keep_call(struct tether_config *c, long nr, __u64 *a)
 {
 	switch (nr) {
 	case NR_open:
-		if ((a[1] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) &&
-		    write_wanted((const char *)a[0]))
-			return 1;
-		return sensitive_path((const char *)a[0]);
+		return open_wanted(c, a[1], (const char *)a[0]);
 	case NR_openat:
-		if ((a[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) &&
-		    write_wanted((const char *)a[1]))
-			return 1;
-		return sensitive_path((const char *)a[1]);
+		return open_wanted(c, a[2], (const char *)a[1]);
 	case NR_openat2: {
 		__u64 flags = 0;
 		bpf_probe_read_user(&flags, sizeof(flags), (void *)a[2]); /* open_how.flags */
 		a[2] = flags; /* report the flags as openat does */
-		if ((flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) &&
-		    write_wanted((const char *)a[1]))
-			return 1;
-		return sensitive_path((const char *)a[1]);
+		return open_wanted(c, flags, (const char *)a[1]);
 	}
 	case NR_connect:
 	case NR_bind: {
@@ -544,37 +632,33 @@ static __always_inline int keep_call(long nr, __u64 *a)
 	return 1;
 }
 
-static __always_inline int on_sys_enter(struct pt_regs *regs, long nr)
+/* Entry of a syscall of interest: filtered calls touch no map but `settings` (and
+ * `watched_cgroups` without --all-cgroups); a kept call's arguments go to the thread's
+ * `pending_task` slot. */
+static __always_inline int sys_enter_common(struct tether_config *c, long nr, __u64 *a)
 {
-	if (!interesting(nr))
-		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	if (is_self(id >> 32))
+	if (c->self_tgid == (__u32)(id >> 32))
 		return 0;
-	if (!is_watched(bpf_get_current_cgroup_id())) {
+	if (!current_watched(c)) {
 		count(TETHER_C_FILTERED);
 		return 0;
 	}
-	struct pending p = { .nr = nr };
-	p.args[0] = BPF_CORE_READ(regs, di);
-	p.args[1] = BPF_CORE_READ(regs, si);
-	p.args[2] = BPF_CORE_READ(regs, dx);
-	p.args[3] = BPF_CORE_READ(regs, r10);
-	p.args[4] = BPF_CORE_READ(regs, r8);
-	p.args[5] = BPF_CORE_READ(regs, r9);
-	if (!keep_call(nr, p.args)) {
+	if (!keep_call(c, nr, a)) {
 		count(TETHER_C_FILTERED);
 		return 0;
 	}
-	if (bpf_map_update_elem(&pending_calls, &id, &p, BPF_ANY) != 0)
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct pending *p = bpf_task_storage_get(&pending_task, t, 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p) {
 		count(TETHER_C_PENDING_FULL);
+		return 0;
+	}
+	for (int i = 0; i < 6; i++)
+		p->args[i] = a[i];
+	p->nr = nr;
 	return 0;
-}
-
-SEC("raw_tp/sys_enter")
-int BPF_PROG(tether_sys_enter, struct pt_regs *regs, long id)
-{
-	return on_sys_enter(regs, id);
 }
 
 static __always_inline __u32 read_ustr(char *dst, const void *src)
@@ -597,25 +681,19 @@ static __always_inline __u32 read_uaddr(__u8 *dst, const void *src, __u64 len)
 	return len;
 }
 
-static __always_inline int on_sys_exit(struct pt_regs *regs, long ret)
+/* Exit of a call kept at entry: the record, with the result and the strings and address the
+ * call read or wrote. `p` is the thread's pending slot, its nr already checked. */
+static __always_inline int emit_syscall(long nr, long ret, struct pending *p,
+					struct task_struct *t)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *p = bpf_map_lookup_elem(&pending_calls, &id);
-	if (!p)
-		return 0;
-	long nr = BPF_CORE_READ(regs, orig_ax);
-	if (p->nr != nr) {
-		bpf_map_delete_elem(&pending_calls, &id);
-		return 0;
-	}
+	p->nr = 0;
 	struct tether_syscall *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(TETHER_C_LOST);
-		bpf_map_delete_elem(&pending_calls, &id);
 		return 0;
 	}
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	fill_hdr(&e->hdr, TETHER_EV_SYSCALL, t, bpf_get_current_cgroup_id());
+	__u32 tgid = t->tgid;
+	fill_hdr(&e->hdr, TETHER_EV_SYSCALL, t, bpf_get_current_cgroup_id(), session_of(tgid));
 	e->hdr.flags |= TETHER_F_WATCHED;
 	e->res = ret;
 	e->nr = nr;
@@ -667,16 +745,145 @@ static __always_inline int on_sys_exit(struct pt_regs *regs, long ret)
 		}
 		break;
 	}
-	bpf_map_delete_elem(&pending_calls, &id);
 	count(TETHER_C_EMITTED);
-	bpf_ringbuf_submit(e, wakeup_flag());
+	bpf_ringbuf_submit(e, wakeup_flag(cfg()));
 	return 0;
+}
+
+/* -- per-syscall tracepoints (the normal path) -- */
+
+/* the records of `syscalls/sys_enter_*` and `sys_exit_*` (see their `format` in tracefs);
+ * an enter program reads only the arguments its syscall has: the kernel refuses to attach
+ * a program that reads past the record */
+struct tp_sys_enter {
+	__u64 _common;
+	__s32 nr;
+	__u32 _pad;
+	__u64 args[6];
+};
+
+struct tp_sys_exit {
+	__u64 _common;
+	__s32 nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+/* the thread's pending slot, NULL at once (one load, no helper call) for a task that
+ * never had any task storage */
+static __always_inline struct pending *pending_of(struct task_struct *t)
+{
+	if (!t->bpf_storage)
+		return NULL;
+	return bpf_task_storage_get(&pending_task, t, 0, 0);
+}
+
+static __always_inline int tp_exit(long nr, long ret)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct pending *p = pending_of(t);
+	if (!p || !p->nr)
+		return 0;
+	if (p->nr != nr) {
+		p->nr = 0; /* left by a call whose exit was not seen */
+		return 0;
+	}
+	return emit_syscall(nr, ret, p, t);
+}
+
+#define SYSCALL_TP(name, NR, NARGS)                                                  \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                  \
+	int tether_enter_##name(struct tp_sys_enter *ctx)                            \
+	{                                                                            \
+		struct tether_config *c = cfg();                                     \
+		if (!c)                                                              \
+			return 0;                                                    \
+		__u64 a[6] = {};                                                     \
+		_Pragma("unroll") for (int i = 0; i < (NARGS); i++) a[i] = ctx->args[i]; \
+		return sys_enter_common(c, NR, a);                                   \
+	}                                                                            \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                   \
+	int tether_exit_##name(struct tp_sys_exit *ctx)                              \
+	{                                                                            \
+		return tp_exit(NR, ctx->ret);                                        \
+	}
+
+/* keep in step with `interesting()` and SYSCALLS in src/loader.rs */
+SYSCALL_TP(open, NR_open, 3)
+SYSCALL_TP(openat, NR_openat, 4)
+SYSCALL_TP(openat2, NR_openat2, 4)
+SYSCALL_TP(connect, NR_connect, 3)
+SYSCALL_TP(accept, NR_accept, 3)
+SYSCALL_TP(accept4, NR_accept4, 4)
+SYSCALL_TP(listen, NR_listen, 2)
+SYSCALL_TP(bind, NR_bind, 3)
+SYSCALL_TP(sendto, NR_sendto, 6)
+SYSCALL_TP(socket, NR_socket, 3)
+SYSCALL_TP(ptrace, NR_ptrace, 4)
+SYSCALL_TP(setns, NR_setns, 2)
+SYSCALL_TP(unshare, NR_unshare, 1)
+SYSCALL_TP(mount, NR_mount, 5)
+SYSCALL_TP(init_module, NR_init_module, 3)
+SYSCALL_TP(finit_module, NR_finit_module, 3)
+SYSCALL_TP(bpf, NR_bpf, 3)
+SYSCALL_TP(chmod, NR_chmod, 2)
+SYSCALL_TP(fchmod, NR_fchmod, 2)
+SYSCALL_TP(fchmodat, NR_fchmodat, 3)
+SYSCALL_TP(fchmodat2, NR_fchmodat2, 4)
+SYSCALL_TP(memfd_create, NR_memfd_create, 2)
+SYSCALL_TP(execveat, NR_execveat, 5)
+SYSCALL_TP(symlink, NR_symlink, 2)
+SYSCALL_TP(symlinkat, NR_symlinkat, 3)
+SYSCALL_TP(link, NR_link, 2)
+SYSCALL_TP(linkat, NR_linkat, 5)
+SYSCALL_TP(dup2, NR_dup2, 2)
+SYSCALL_TP(dup3, NR_dup3, 3)
+
+/* -- the raw_tp pair (fallback) -- */
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(tether_sys_enter, struct pt_regs *regs, long id)
+{
+	if (!interesting(id))
+		return 0;
+	struct tether_config *c = cfg();
+	if (!c)
+		return 0;
+	/* r10, r9, r8 and, 24 bytes on, dx, si, di lie in one 64-byte span of pt_regs: one read */
+	__u64 span[8] = {};
+	__u32 base = bpf_core_field_offset(struct pt_regs, r10);
+	if (bpf_probe_read_kernel(span, sizeof(span), (void *)regs + base) != 0)
+		return 0;
+	__u32 o_r9 = (bpf_core_field_offset(struct pt_regs, r9) - base) / 8;
+	__u32 o_r8 = (bpf_core_field_offset(struct pt_regs, r8) - base) / 8;
+	__u32 o_dx = (bpf_core_field_offset(struct pt_regs, dx) - base) / 8;
+	__u32 o_si = (bpf_core_field_offset(struct pt_regs, si) - base) / 8;
+	__u32 o_di = (bpf_core_field_offset(struct pt_regs, di) - base) / 8;
+	__u64 a[6];
+	a[0] = span[o_di & 7];
+	a[1] = span[o_si & 7];
+	a[2] = span[o_dx & 7];
+	a[3] = span[0];
+	a[4] = span[o_r8 & 7];
+	a[5] = span[o_r9 & 7];
+	return sys_enter_common(c, id, a);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(tether_sys_exit, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit(regs, ret);
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct pending *p = pending_of(t);
+	if (!p || !p->nr)
+		return 0;
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (p->nr != nr) {
+		p->nr = 0;
+		return 0;
+	}
+	if (!interesting(nr))
+		return 0;
+	return emit_syscall(nr, ret, p, t);
 }
 
 /* ---- network isolation (cgroup sock_addr) ---------------------------------------------- */
@@ -720,7 +927,7 @@ static __always_inline int net_verdict(struct bpf_sock_addr *ctx, const int v6)
 		__builtin_memcpy(e->addr + 12, &w3, 4);
 	}
 	count(TETHER_C_EMITTED);
-	bpf_ringbuf_submit(e, wakeup_flag());
+	bpf_ringbuf_submit(e, wakeup_flag(cfg()));
 	return 0;
 }
 
@@ -740,8 +947,9 @@ int tether_sendmsg6(struct bpf_sock_addr *ctx) { return net_verdict(ctx, 1); }
 
 static __always_inline int lsm_exec_verdict(struct linux_binprm *bprm)
 {
+	struct tether_config *c = cfg();
 	__u64 cg = bpf_get_current_cgroup_id();
-	if (!is_watched(cg))
+	if (!c || !is_watched(c, cg))
 		return 0;
 	char path[TETHER_PATH_LEN];
 	long n = bpf_probe_read_kernel_str(path, sizeof(path), BPF_CORE_READ(bprm, filename));
@@ -788,12 +996,14 @@ static __always_inline int lsm_open_verdict(struct file *file)
 {
 	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
 		return 0;
-	if (!is_watched(bpf_get_current_cgroup_id()))
+	struct tether_config *c = cfg();
+	if (!c || !is_watched(c, bpf_get_current_cgroup_id()))
 		return 0;
 	__u32 zero = 0;
-	struct tether_path_key *k = bpf_map_lookup_elem(&scratch_key, &zero);
-	if (!k)
+	struct scratch *s = bpf_map_lookup_elem(&scratch_key, &zero);
+	if (!s)
 		return 0;
+	struct tether_path_key *k = &s->k;
 	long n = bpf_d_path((struct path *)&file->f_path, k->path, sizeof(k->path));
 	if (n <= 1)
 		return 0;

@@ -99,12 +99,19 @@ struct tether_net_denied {
 	__u8 addr[16];
 };
 
+#define TETHER_READ_HEADS 16
+#define TETHER_READ_HEADS_OFF 0xffffffffu
+
 struct tether_config {
 	__u32 all_cgroups;   /* 1: watch every cgroup, 0: only those in watched_cgroups */
 	__u32 self_tgid;     /* the loader, never reported */
 	__u64 wakeup_bytes;  /* force a consumer wakeup once this much data is waiting */
 	__u32 write_filter;  /* 1: report write-opens only below write_prefixes/write_suffixes */
-	__u32 _pad0;
+	/* entries of read_head in use: a read-only open is looked up in sensitive_paths only
+	 * when its path's first 8 bytes equal one of them (every sensitive prefix is 8 bytes or
+	 * longer); 0: no sensitive prefix; TETHER_READ_HEADS_OFF: look up every path */
+	__u32 read_heads;
+	__u64 read_head[TETHER_READ_HEADS];
 };
 
 struct tether_deny_key {

@@ -113,8 +113,17 @@ pub struct Config {
     pub self_tgid: u32,
     pub wakeup_bytes: u64,
     pub write_filter: u32,
-    pub _pad0: u32,
+    /// Entries of `read_head` in use; [`READ_HEADS_OFF`]: every read-only open is looked
+    /// up in `sensitive_paths`.
+    pub read_heads: u32,
+    /// The first 8 bytes of each sensitive prefix (native byte order).
+    pub read_head: [u64; READ_HEADS],
 }
+
+/// `TETHER_READ_HEADS`: room for the first 8 bytes of this many sensitive prefixes.
+pub const READ_HEADS: usize = 16;
+/// `TETHER_READ_HEADS_OFF`.
+pub const READ_HEADS_OFF: u32 = u32::MAX;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -203,7 +212,7 @@ mod tests {
         assert_eq!(offset_of!(Syscall, addr), 152 + 2 * PATH_LEN);
         assert_eq!(size_of::<Syscall>(), 696);
         assert_eq!(size_of::<NetDenied>(), 104);
-        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<Config>(), 24 + 8 * READ_HEADS);
         assert_eq!(size_of::<DenyKey>(), 24);
         assert_eq!(size_of::<DenyVal>(), 8);
     }
@@ -274,6 +283,12 @@ mod tests {
                 "write_filter",
                 offset_of!(Config, write_filter),
             ),
+            (
+                "tether_config",
+                "read_heads",
+                offset_of!(Config, read_heads),
+            ),
+            ("tether_config", "read_head", offset_of!(Config, read_head)),
             ("tether_deny_key", "comm", offset_of!(DenyKey, comm)),
             ("tether_deny_val", "action", offset_of!(DenyVal, action)),
         ];

@@ -12,12 +12,12 @@ use engine::{ChannelSink, Found};
 use policies::RuleSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::loader::{self, LoaderOptions, PIN_DIR};
+use crate::loader::{self, LoaderOptions, SyscallCapture, SyscallHook, PIN_DIR};
 use crate::node::{Node, NodeOptions};
 use crate::pods::{self, PodCache};
 use crate::posture;
 use crate::prefilter::{self, Definitions, WriteFilter};
-use crate::probe::Capabilities;
+use crate::probe::{Capabilities, SyscallTracepoints};
 
 /// Runs the eBPF node enforcer, or inspects / removes what it pinned.
 #[derive(Debug, Args)]
@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// bpffs directory of the pins.
     #[arg(long, default_value = PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// Syscall capture: `auto` uses one program per syscall of interest on the
+    /// `syscalls/sys_enter_*`/`sys_exit_*` tracepoints where the kernel has them all, else
+    /// the `raw_tp/sys_enter`/`sys_exit` pair; `raw-tp` forces the pair.
+    #[arg(long, value_enum, env = "TETHER_SYSCALL_HOOK", default_value = "auto")]
+    pub syscall_hook: SyscallHook,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -210,6 +215,7 @@ fn run_node(args: RunArgs) -> ExitCode {
     opts.loader = LoaderOptions {
         pin_dir: args.pin_dir.clone(),
         all_cgroups: args.all_cgroups,
+        syscall_hook: args.syscall_hook,
         ..LoaderOptions::default()
     };
     opts.rules = rules;
@@ -234,7 +240,7 @@ fn run_node(args: RunArgs) -> ExitCode {
     if let Some(addr) = node.metrics_addr {
         tracing::info!(%addr, "metrics served");
     }
-    tracing::info!(adopted = node.adopted(), "tether node running");
+    tracing::info!(adopted = node.adopted(), syscalls = %node.syscall_capture().describe(), "tether node running");
     let stop = shutdown.clone();
     rt.spawn(async move {
         engine::shutdown_signal().await;
@@ -251,6 +257,8 @@ struct StatusReport {
     pinned: Option<loader::PinnedState>,
     rules: Vec<posture::RulePosture>,
     write_prefilter: WriteFilter,
+    /// The syscall capture a start (`--syscall-hook auto`) would use on this kernel.
+    syscall_capture: SyscallCapture,
 }
 
 fn status(args: &StatusArgs) -> ExitCode {
@@ -297,6 +305,7 @@ fn status(args: &StatusArgs) -> ExitCode {
         pinned,
         rules: postures,
         write_prefilter,
+        syscall_capture: SyscallCapture::decide(SyscallHook::Auto, &SyscallTracepoints::probe()),
     };
     match args.output {
         Output::Json => match serde_json::to_string_pretty(&report) {
@@ -319,12 +328,17 @@ fn render_text(r: &StatusReport, pin_dir: &Path) -> String {
         ("tp_btf", &c.tp_btf),
         ("cgroup_sock_addr", &c.cgroup_sock_addr),
         ("send_signal", &c.send_signal),
+        ("syscall_tracepoints", &c.syscall_tracepoints),
     ] {
         match p.reason() {
-            None => o.push_str(&format!("  {name:<17} available\n")),
-            Some(why) => o.push_str(&format!("  {name:<17} UNAVAILABLE: {why}\n")),
+            None => o.push_str(&format!("  {name:<19} available\n")),
+            Some(why) => o.push_str(&format!("  {name:<19} UNAVAILABLE: {why}\n")),
         }
     }
+    o.push_str(&format!(
+        "syscall capture: {}\n",
+        r.syscall_capture.describe()
+    ));
     match &r.pinned {
         None => o.push_str(&format!("pinned: nothing under {}\n", pin_dir.display())),
         Some(p) => {
@@ -334,6 +348,9 @@ fn render_text(r: &StatusReport, pin_dir: &Path) -> String {
                 p.links.len(),
                 p.links.join(", ")
             ));
+            if let Some(m) = &p.syscall_capture {
+                o.push_str(&format!("pinned syscall capture: {m}\n"));
+            }
             if let Some(k) = &p.counters {
                 o.push_str(&format!(
                     "kernel counters: emitted {} lost {} filtered {} exec_killed {} connect_denied {}\n",

@@ -7,7 +7,13 @@
 //! no loader runs, so enforcement holds across a restart; `unload` removes the directory.
 //! The pinned `build_info` map holds a hash of the object whose links are pinned: a restart
 //! of the same build re-adopts those links untouched; another build attaches its own
-//! programs first and then replaces the old pins.
+//! programs first and then replaces the old pins. Pins of programs the current run does not
+//! use (the other syscall capture mechanism, an older build's programs) are removed last.
+//!
+//! Syscalls are captured by one program per syscall of interest and direction on the
+//! `syscalls/sys_enter_NAME` / `sys_exit_NAME` tracepoints; where one of those is missing
+//! (or when [`SyscallHook::RawTp`] forces it), by the `raw_tp/sys_enter` / `sys_exit` pair,
+//! which runs for every syscall.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -15,13 +21,15 @@ use std::path::{Path, PathBuf};
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, TracePoint,
+};
 use aya::{Btf, Ebpf, EbpfLoader};
 use serde::Serialize;
 
 use crate::abi;
 use crate::prefilter::WriteFilter;
-use crate::probe::{error_text, Capabilities};
+use crate::probe::{error_text, Capabilities, SyscallTracepoints};
 
 static TETHER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tether.bpf.o"));
 
@@ -72,6 +80,8 @@ pub struct LoaderOptions {
     pub all_cgroups: bool,
     /// Force a consumer wakeup once this many bytes wait in the ring buffer.
     pub wakeup_bytes: u64,
+    /// How syscalls are captured.
+    pub syscall_hook: SyscallHook,
 }
 
 impl Default for LoaderOptions {
@@ -80,6 +90,85 @@ impl Default for LoaderOptions {
             pin_dir: PathBuf::from(PIN_DIR),
             all_cgroups: false,
             wakeup_bytes: 1 << 20,
+            syscall_hook: SyscallHook::Auto,
+        }
+    }
+}
+
+/// The syscall capture mechanism asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyscallHook {
+    /// Per-syscall tracepoints where the kernel has every one needed, else the raw_tp pair.
+    #[default]
+    Auto,
+    /// The `raw_tp/sys_enter` / `raw_tp/sys_exit` pair, whatever the kernel offers.
+    RawTp,
+}
+
+/// The syscall capture mechanism in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyscallCapture {
+    /// `tracepoints` (`syscalls/sys_enter_NAME`, `sys_exit_NAME`) or `raw_tp`
+    /// (`raw_tp/sys_enter`, `raw_tp/sys_exit`).
+    pub mechanism: String,
+    /// Syscalls with their own tracepoint programs (tracepoints only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub syscalls: Vec<String>,
+    /// Syscalls this kernel does not implement, so not captured (tracepoints only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_implemented: Vec<String>,
+    /// Why the raw_tp pair is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl SyscallCapture {
+    /// The mechanism a start with `hook` uses on a kernel offering `tps`.
+    pub fn decide(hook: SyscallHook, tps: &SyscallTracepoints) -> SyscallCapture {
+        let raw = |reason: String| SyscallCapture {
+            mechanism: "raw_tp".into(),
+            syscalls: Vec::new(),
+            not_implemented: Vec::new(),
+            reason: Some(reason),
+        };
+        if hook == SyscallHook::RawTp {
+            return raw("forced (--syscall-hook raw-tp / TETHER_SYSCALL_HOOK=raw-tp)".into());
+        }
+        if let Some(why) = tps.capability().reason() {
+            return raw(why.to_string());
+        }
+        SyscallCapture {
+            mechanism: "tracepoints".into(),
+            syscalls: tps.present.iter().map(|s| (*s).to_string()).collect(),
+            not_implemented: tps
+                .not_implemented
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect(),
+            reason: None,
+        }
+    }
+
+    /// One line for logs and `tether node status`.
+    pub fn describe(&self) -> String {
+        if self.mechanism == "tracepoints" {
+            let mut s = format!(
+                "per-syscall tracepoints (syscalls/sys_enter_*, sys_exit_* of {} syscalls; no program runs for other syscalls)",
+                self.syscalls.len()
+            );
+            if !self.not_implemented.is_empty() {
+                s.push_str(&format!(
+                    "; not implemented by this kernel: {}",
+                    self.not_implemented.join(", ")
+                ));
+            }
+            s
+        } else {
+            format!(
+                "raw_tp/sys_enter + raw_tp/sys_exit (a program on every syscall): {}",
+                self.reason.as_deref().unwrap_or("")
+            )
         }
     }
 }
@@ -98,16 +187,18 @@ pub struct Counters {
 }
 
 struct Prog {
-    name: &'static str,
+    name: String,
     kind: Kind,
     /// LSM programs load only where the probe says so; the rest are required.
     needs: Need,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Kind {
     TpBtf(&'static str),
     RawTp(&'static str),
+    /// A `syscalls` tracepoint, e.g. `sys_enter_openat`.
+    SysTp(String),
     SockAddr(&'static str),
     Lsm(&'static str),
 }
@@ -119,74 +210,94 @@ enum Need {
     Lsm,
 }
 
-const PROGRAMS: &[Prog] = &[
-    Prog {
-        name: "tether_exec",
-        kind: Kind::TpBtf("sched_process_exec"),
-        needs: Need::Always,
-    },
-    Prog {
-        name: "tether_fork",
-        kind: Kind::TpBtf("sched_process_fork"),
-        needs: Need::Always,
-    },
-    Prog {
-        name: "tether_exit",
-        kind: Kind::TpBtf("sched_process_exit"),
-        needs: Need::Always,
-    },
-    Prog {
-        name: "tether_cgroup_mkdir",
-        kind: Kind::TpBtf("cgroup_mkdir"),
-        needs: Need::Always,
-    },
-    Prog {
-        name: "tether_sys_enter",
-        kind: Kind::RawTp("sys_enter"),
-        needs: Need::Always,
-    },
-    Prog {
-        name: "tether_sys_exit",
-        kind: Kind::RawTp("sys_exit"),
-        needs: Need::Always,
-    },
-    Prog {
-        name: "tether_connect4",
-        kind: Kind::SockAddr("connect4"),
-        needs: Need::SockAddr,
-    },
-    Prog {
-        name: "tether_connect6",
-        kind: Kind::SockAddr("connect6"),
-        needs: Need::SockAddr,
-    },
-    Prog {
-        name: "tether_sendmsg4",
-        kind: Kind::SockAddr("sendmsg4"),
-        needs: Need::SockAddr,
-    },
-    Prog {
-        name: "tether_sendmsg6",
-        kind: Kind::SockAddr("sendmsg6"),
-        needs: Need::SockAddr,
-    },
-    Prog {
-        name: "tether_lsm_exec",
-        kind: Kind::Lsm("bprm_check_security"),
-        needs: Need::Lsm,
-    },
-    Prog {
-        name: "tether_lsm_file_open",
-        kind: Kind::Lsm("file_open"),
-        needs: Need::Lsm,
-    },
-];
+/// The programs to attach: the lifecycle, network and LSM ones, and the syscall programs of
+/// `capture`.
+fn programs(capture: &SyscallCapture) -> Vec<Prog> {
+    let p = |name: &str, kind: Kind, needs: Need| Prog {
+        name: name.to_string(),
+        kind,
+        needs,
+    };
+    let mut v = vec![
+        p(
+            "tether_exec",
+            Kind::TpBtf("sched_process_exec"),
+            Need::Always,
+        ),
+        p(
+            "tether_fork",
+            Kind::TpBtf("sched_process_fork"),
+            Need::Always,
+        ),
+        p(
+            "tether_exit",
+            Kind::TpBtf("sched_process_exit"),
+            Need::Always,
+        ),
+        p(
+            "tether_cgroup_mkdir",
+            Kind::TpBtf("cgroup_mkdir"),
+            Need::Always,
+        ),
+    ];
+    if capture.mechanism == "tracepoints" {
+        for sc in &capture.syscalls {
+            v.push(p(
+                &format!("tether_enter_{sc}"),
+                Kind::SysTp(format!("sys_enter_{sc}")),
+                Need::Always,
+            ));
+            v.push(p(
+                &format!("tether_exit_{sc}"),
+                Kind::SysTp(format!("sys_exit_{sc}")),
+                Need::Always,
+            ));
+        }
+    } else {
+        v.push(p(
+            "tether_sys_enter",
+            Kind::RawTp("sys_enter"),
+            Need::Always,
+        ));
+        v.push(p("tether_sys_exit", Kind::RawTp("sys_exit"), Need::Always));
+    }
+    v.extend([
+        p(
+            "tether_connect4",
+            Kind::SockAddr("connect4"),
+            Need::SockAddr,
+        ),
+        p(
+            "tether_connect6",
+            Kind::SockAddr("connect6"),
+            Need::SockAddr,
+        ),
+        p(
+            "tether_sendmsg4",
+            Kind::SockAddr("sendmsg4"),
+            Need::SockAddr,
+        ),
+        p(
+            "tether_sendmsg6",
+            Kind::SockAddr("sendmsg6"),
+            Need::SockAddr,
+        ),
+        p(
+            "tether_lsm_exec",
+            Kind::Lsm("bprm_check_security"),
+            Need::Lsm,
+        ),
+        p("tether_lsm_file_open", Kind::Lsm("file_open"), Need::Lsm),
+    ]);
+    v
+}
 
 impl Kind {
-    fn hook(self) -> String {
+    fn hook(&self) -> String {
         match self {
             Kind::TpBtf(t) => format!("tp_btf/{t}"),
             Kind::RawTp(t) => format!("raw_tp/{t}"),
+            Kind::SysTp(t) => format!("tracepoint/syscalls/{t}"),
             Kind::SockAddr(t) => format!("cgroup/{t}"),
             Kind::Lsm(t) => format!("lsm/{t}"),
         }
@@ -198,8 +309,11 @@ pub struct Enforcer {
     _ebpf: Ebpf,
     caps: Capabilities,
     attachments: Vec<Attachment>,
+    capture: SyscallCapture,
     adopted: bool,
     pin_dir: PathBuf,
+    /// The first 8 bytes of the sensitive prefixes, mirrored in `settings`.
+    heads: ReadHeads,
     cgroup_root: PathBuf,
     ring: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
@@ -219,6 +333,7 @@ impl std::fmt::Debug for Enforcer {
         f.debug_struct("Enforcer")
             .field("pin_dir", &self.pin_dir)
             .field("adopted", &self.adopted)
+            .field("capture", &self.capture)
             .field("attachments", &self.attachments)
             .finish_non_exhaustive()
     }
@@ -334,12 +449,17 @@ impl Enforcer {
         ensure_bpffs(&opts.pin_dir)?;
         let maps_dir = opts.pin_dir.join("maps");
         let links_dir = opts.pin_dir.join("links");
+        let capture = SyscallCapture::decide(opts.syscall_hook, &SyscallTracepoints::probe());
+        drop_incompatible_map_pins(&maps_dir)?;
 
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .default_map_pin_directory(&maps_dir)
+            // `pending_task` (task storage) is only used by the programs
+            .allow_unsupported_maps()
             .load(TETHER_OBJ)
             .map_err(|e| LoadError::Object(error_text(&e)))?;
+        let map_names: Vec<String> = ebpf.maps().map(|(n, _)| n.to_string()).collect();
 
         let mut build_info: Array<MapData, u64> = Array::try_from(take(&mut ebpf, "build_info")?)
             .map_err(|e| map_err("build_info", &e))?;
@@ -348,19 +468,20 @@ impl Enforcer {
         let mut attachments = Vec::new();
         let mut adopted_any = false;
         let mut fresh_links: Vec<(PathBuf, FdLink)> = Vec::new();
-        for prog in PROGRAMS {
+        let progs = programs(&capture);
+        for prog in &progs {
             let hook = prog.kind.hook();
             let unavailable = match prog.needs {
                 Need::Always => None,
                 Need::SockAddr => caps.cgroup_sock_addr.reason(),
                 Need::Lsm => caps.bpf_lsm.reason(),
             };
-            let link_path = links_dir.join(prog.name);
+            let link_path = links_dir.join(&prog.name);
             if let Some(reason) = unavailable {
                 // a pin from a kernel that allowed it cannot exist here; drop a stale one
                 let _ = std::fs::remove_file(&link_path);
                 attachments.push(Attachment {
-                    program: prog.name.into(),
+                    program: prog.name.clone(),
                     hook,
                     state: "unavailable".into(),
                     reason: Some(reason.to_string()),
@@ -373,7 +494,7 @@ impl Enforcer {
                         // dropping our handle leaves the pin, and the attachment, in place
                         adopted_any = true;
                         attachments.push(Attachment {
-                            program: prog.name.into(),
+                            program: prog.name.clone(),
                             hook,
                             state: "adopted".into(),
                             reason: None,
@@ -381,14 +502,14 @@ impl Enforcer {
                         continue;
                     }
                     Err(e) => {
-                        tracing::warn!(program = prog.name, error = %error_text(&e), "pinned link unreadable; attaching anew");
+                        tracing::warn!(program = %prog.name, error = %error_text(&e), "pinned link unreadable; attaching anew");
                     }
                 }
             }
             let link = attach(&mut ebpf, prog, &btf, &cgroup_root)?;
             fresh_links.push((link_path, link));
             attachments.push(Attachment {
-                program: prog.name.into(),
+                program: prog.name.clone(),
                 hook,
                 state: "attached".into(),
                 reason: None,
@@ -411,6 +532,10 @@ impl Enforcer {
                 what: format!("pinning link at {}: {}", path.display(), error_text(&e)),
             })?;
         }
+        // Last, pins this run does not use: the other syscall mechanism's programs, an
+        // older build's. Removing a link pin detaches its program once no loader holds it.
+        remove_stale_pins(&links_dir, |name| progs.iter().any(|p| p.name == name))?;
+        remove_stale_pins(&maps_dir, |name| map_names.iter().any(|m| m == name))?;
         build_info
             .set(0, build_id(), 0)
             .map_err(|e| map_err("build_info", &e))?;
@@ -438,13 +563,25 @@ impl Enforcer {
         let write_suffixes = LpmTrie::try_from(take(&mut ebpf, "write_suffixes")?)
             .map_err(|e| map_err("write_suffixes", &e))?;
 
-        let cfg = abi::Config {
+        // the sensitive prefixes of an earlier run are still in the pinned trie: their heads
+        // go in at once, so no sensitive read is dropped before they are added again
+        let pinned_prefixes: Vec<LpmKey<abi::PathKeyData>> = sensitive
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| map_err("sensitive_paths", &e))?;
+        let mut heads = ReadHeads::default();
+        for k in &pinned_prefixes {
+            let len = usize::try_from(k.prefix_len() / 8).unwrap_or(usize::MAX);
+            heads.add(k.data().get(..len).unwrap_or(&[]));
+        }
+        let mut cfg = abi::Config {
             all_cgroups: u32::from(opts.all_cgroups),
             self_tgid: std::process::id(),
             wakeup_bytes: opts.wakeup_bytes,
             write_filter: 0,
-            _pad0: 0,
+            ..abi::Config::default()
         };
+        heads.store(&mut cfg);
         settings
             .set(0, cfg, 0)
             .map_err(|e| map_err("settings", &e))?;
@@ -453,6 +590,7 @@ impl Enforcer {
         tracing::info!(
             pin_dir = %opts.pin_dir.display(),
             adopted,
+            syscalls = %capture.describe(),
             bpf_lsm = caps.bpf_lsm.is_available(),
             cgroup_sock_addr = caps.cgroup_sock_addr.is_available(),
             send_signal = caps.send_signal.is_available(),
@@ -462,8 +600,10 @@ impl Enforcer {
             _ebpf: ebpf,
             caps,
             attachments,
+            capture,
             adopted,
             pin_dir: opts.pin_dir.clone(),
+            heads,
             cgroup_root,
             ring: Some(ring),
             counters,
@@ -485,6 +625,11 @@ impl Enforcer {
 
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
+    }
+
+    /// How syscalls are captured.
+    pub fn syscall_capture(&self) -> &SyscallCapture {
+        &self.capture
     }
 
     /// True when pinned links of an earlier run were re-adopted.
@@ -587,6 +732,17 @@ impl Enforcer {
     /// Read-only opens below this path prefix are reported too.
     pub fn add_sensitive_prefix(&mut self, prefix: &str) -> Result<(), LoadError> {
         let (bits, data) = path_key(prefix)?;
+        // the head first: a read the trie would match is never rejected by its head
+        if self.heads.add(prefix.as_bytes()) {
+            let mut cfg = self
+                .settings
+                .get(&0, 0)
+                .map_err(|e| map_err("settings", &e))?;
+            self.heads.store(&mut cfg);
+            self.settings
+                .set(0, cfg, 0)
+                .map_err(|e| map_err("settings", &e))?;
+        }
         self.sensitive
             .insert(&LpmKey::new(bits, data), 1u32, 0)
             .map_err(|e| map_err("sensitive_paths", &e))
@@ -649,6 +805,130 @@ impl Enforcer {
     }
 }
 
+/// The first 8 bytes of every sensitive prefix, for the kernel's cheap rejection of
+/// read-only opens (`settings.read_head`). A prefix shorter than 8 bytes, or more than
+/// [`abi::READ_HEADS`] distinct heads, turn the check off: every read-only open is then
+/// looked up in the trie.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ReadHeads {
+    heads: Vec<u64>,
+    off: bool,
+}
+
+impl ReadHeads {
+    /// Adds the head of `prefix`; true when the kernel copy must change.
+    fn add(&mut self, prefix: &[u8]) -> bool {
+        if self.off {
+            return false;
+        }
+        let Some(head) = prefix.first_chunk::<8>() else {
+            self.off = true;
+            return true;
+        };
+        let head = u64::from_ne_bytes(*head);
+        if self.heads.contains(&head) {
+            return false;
+        }
+        if self.heads.len() == abi::READ_HEADS {
+            self.off = true;
+        } else {
+            self.heads.push(head);
+        }
+        true
+    }
+
+    fn store(&self, cfg: &mut abi::Config) {
+        cfg.read_head = [0; abi::READ_HEADS];
+        if self.off {
+            cfg.read_heads = abi::READ_HEADS_OFF;
+            return;
+        }
+        for (slot, h) in cfg.read_head.iter_mut().zip(&self.heads) {
+            *slot = *h;
+        }
+        cfg.read_heads = u32::try_from(self.heads.len()).unwrap_or(abi::READ_HEADS_OFF);
+    }
+}
+
+/// Key and value sizes of the pinned maps as this build lays them out (`bpf/tether.bpf.c`).
+fn map_layouts() -> [(&'static str, usize, usize); 12] {
+    use std::mem::size_of;
+    let path_key = 4 + size_of::<abi::PathKeyData>();
+    [
+        ("settings", 4, size_of::<abi::Config>()),
+        ("counters", 4, 8),
+        ("build_info", 4, 8),
+        ("watched_cgroups", 8, 1),
+        (
+            "deny_exec",
+            size_of::<abi::DenyKey>(),
+            size_of::<abi::DenyVal>(),
+        ),
+        ("isolated_cgrps", 8, 4),
+        ("session_tags", 4, 8),
+        ("sensitive_paths", path_key, 4),
+        ("deny_write", path_key, 4),
+        ("write_prefixes", path_key, 4),
+        ("write_suffixes", path_key, 4),
+        ("pending_task", 4, size_of::<u32>() * 2 + 8 * 6),
+    ]
+}
+
+/// A map pinned by another build with a different key or value size would be reused by name
+/// and make the programs fail to load: such a pin is removed (the running programs keep their
+/// map until their links are replaced) and the map is created anew, empty.
+fn drop_incompatible_map_pins(maps_dir: &Path) -> Result<(), LoadError> {
+    for (name, key, value) in map_layouts() {
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&path).and_then(|m| m.info());
+        let (k, v) = match &info {
+            Ok(i) => (i.key_size() as usize, i.value_size() as usize),
+            Err(e) => {
+                tracing::warn!(map = name, error = %error_text(e), "pinned map unreadable; recreating it");
+                (0, 0)
+            }
+        };
+        if (k, v) == (key, value) {
+            continue;
+        }
+        std::fs::remove_file(&path).map_err(|e| LoadError::Io {
+            path: path.clone(),
+            what: e.to_string(),
+        })?;
+        tracing::warn!(
+            map = name,
+            pinned = %format!("{k}/{v}"),
+            needed = %format!("{key}/{value}"),
+            "pinned map of another build has other key/value sizes: recreated empty (its entries are dropped)"
+        );
+    }
+    Ok(())
+}
+
+/// Removes the files of `dir` that `keep` does not name.
+fn remove_stale_pins(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| LoadError::Io {
+        path: dir.into(),
+        what: e.to_string(),
+    })?;
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if keep(&name) {
+            continue;
+        }
+        let path = e.path();
+        std::fs::remove_file(&path).map_err(|err| LoadError::Io {
+            path: path.clone(),
+            what: err.to_string(),
+        })?;
+        tracing::info!(path = %path.display(), "removed a pin this build does not use");
+    }
+    Ok(())
+}
+
 fn clear_trie(
     trie: &mut LpmTrie<MapData, abi::PathKeyData, u32>,
     name: &str,
@@ -703,13 +983,13 @@ fn attach(
     cgroup_root: &Path,
 ) -> Result<FdLink, LoadError> {
     let perr = |what: String| LoadError::Program {
-        program: prog.name.into(),
+        program: prog.name.clone(),
         what,
     };
     let p = ebpf
-        .program_mut(prog.name)
+        .program_mut(&prog.name)
         .ok_or_else(|| perr("missing from the object".into()))?;
-    match prog.kind {
+    match &prog.kind {
         Kind::TpBtf(tp) => {
             let p: &mut BtfTracePoint = p.try_into().map_err(|e| perr(error_text(&e)))?;
             p.load(tp, btf)
@@ -729,6 +1009,16 @@ fn attach(
                 .map_err(|e| perr(format!("attach: {}", error_text(&e))))?;
             let link = p.take_link(id).map_err(|e| perr(error_text(&e)))?;
             Ok(FdLink::from(link))
+        }
+        Kind::SysTp(tp) => {
+            let p: &mut TracePoint = p.try_into().map_err(|e| perr(error_text(&e)))?;
+            p.load()
+                .map_err(|e| perr(format!("load: {}", error_text(&e))))?;
+            let id = p
+                .attach("syscalls", tp)
+                .map_err(|e| perr(format!("attach syscalls/{tp}: {}", error_text(&e))))?;
+            let link = p.take_link(id).map_err(|e| perr(error_text(&e)))?;
+            FdLink::try_from(link).map_err(|e| perr(format!("not a bpf link: {}", error_text(&e))))
         }
         Kind::SockAddr(_) => {
             let p: &mut CgroupSockAddr = p.try_into().map_err(|e| perr(error_text(&e)))?;
@@ -788,6 +1078,9 @@ pub struct PinnedState {
     pub isolated_cgroups: Vec<u64>,
     pub deny_exec: Vec<(u64, String, u32)>,
     pub watched_cgroups: usize,
+    /// The syscall programs pinned: `tracepoints (N syscalls)` or `raw_tp`; `None` when
+    /// neither is.
+    pub syscall_capture: Option<String>,
 }
 
 /// Reads the pins under `pin_dir`; `None` when nothing is pinned.
@@ -842,7 +1135,19 @@ pub fn pinned_state(pin_dir: &Path) -> Result<Option<PinnedState>, LoadError> {
             .unwrap_or(0),
         _ => 0,
     };
+    let per_syscall = links
+        .iter()
+        .filter(|l| l.starts_with("tether_enter_"))
+        .count();
+    let syscall_capture = if per_syscall > 0 {
+        Some(format!("tracepoints ({per_syscall} syscalls)"))
+    } else if links.iter().any(|l| l == "tether_sys_enter") {
+        Some("raw_tp".to_string())
+    } else {
+        None
+    };
     Ok(Some(PinnedState {
+        syscall_capture,
         pin_dir: pin_dir.into(),
         links,
         counters,
@@ -893,4 +1198,102 @@ pub fn wait_readable(fd: &impl AsRawFd, timeout_ms: i32) -> bool {
     // SAFETY: one valid pollfd for the duration of the call.
     let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
     rc > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s.as_bytes()[..8]);
+        u64::from_ne_bytes(b)
+    }
+
+    #[test]
+    fn read_heads_hold_the_first_8_bytes_once() {
+        let mut h = ReadHeads::default();
+        assert!(h.add(b"/etc/shadow"));
+        assert!(h.add(b"/etc/sudoers"));
+        // same first 8 bytes as /etc/shadow: nothing changes
+        assert!(!h.add(b"/etc/shadow-"));
+        let mut cfg = abi::Config::default();
+        h.store(&mut cfg);
+        assert_eq!(cfg.read_heads, 2);
+        assert_eq!(cfg.read_head[0], head("/etc/shadow"));
+        assert_eq!(cfg.read_head[1], head("/etc/sudoers"));
+        assert_eq!(cfg.read_head[2], 0);
+    }
+
+    #[test]
+    fn default_sensitive_prefixes_fit() {
+        let mut h = ReadHeads::default();
+        for p in crate::node::SENSITIVE_PREFIXES {
+            h.add(p.as_bytes());
+        }
+        let mut cfg = abi::Config::default();
+        h.store(&mut cfg);
+        assert_ne!(cfg.read_heads, abi::READ_HEADS_OFF);
+        assert!(cfg.read_heads as usize <= abi::READ_HEADS);
+        assert_eq!(cfg.read_head[0], head("/etc/shadow"));
+    }
+
+    #[test]
+    fn short_prefix_or_too_many_heads_turn_the_check_off() {
+        let mut h = ReadHeads::default();
+        assert!(h.add(b"/etc/shadow"));
+        assert!(h.add(b"/etc/"));
+        assert!(!h.add(b"/root/.ssh/"));
+        let mut cfg = abi::Config::default();
+        h.store(&mut cfg);
+        assert_eq!(cfg.read_heads, abi::READ_HEADS_OFF);
+
+        let mut h = ReadHeads::default();
+        for i in 0..abi::READ_HEADS {
+            assert!(h.add(format!("/dir{i:04}/x").as_bytes()));
+        }
+        h.store(&mut cfg);
+        assert_eq!(cfg.read_heads as usize, abi::READ_HEADS);
+        assert!(h.add(b"/one/more/prefix"));
+        h.store(&mut cfg);
+        assert_eq!(cfg.read_heads, abi::READ_HEADS_OFF);
+    }
+
+    #[test]
+    fn capture_decision() {
+        let all = SyscallTracepoints {
+            present: crate::probe::SYSCALLS
+                .iter()
+                .copied()
+                .filter(|s| !s.ends_with("init_module"))
+                .collect(),
+            not_implemented: vec!["init_module", "finit_module"],
+            missing: Vec::new(),
+            error: None,
+        };
+        let c = SyscallCapture::decide(SyscallHook::Auto, &all);
+        assert_eq!(c.mechanism, "tracepoints");
+        assert_eq!(c.syscalls.len(), crate::probe::SYSCALLS.len() - 2);
+        let progs = programs(&c);
+        assert!(progs.iter().any(|p| p.name == "tether_enter_openat"));
+        assert!(progs.iter().any(|p| p.name == "tether_exit_openat"));
+        assert!(!progs.iter().any(|p| p.name == "tether_enter_init_module"));
+        assert!(!progs.iter().any(|p| p.name == "tether_sys_enter"));
+
+        let forced = SyscallCapture::decide(SyscallHook::RawTp, &all);
+        assert_eq!(forced.mechanism, "raw_tp");
+        let progs = programs(&forced);
+        assert!(progs.iter().any(|p| p.name == "tether_sys_enter"));
+        assert!(!progs.iter().any(|p| p.name.starts_with("tether_enter_")));
+
+        let mut one_missing = all.clone();
+        one_missing.present.retain(|s| *s != "openat2");
+        one_missing.missing.push("openat2");
+        let c = SyscallCapture::decide(SyscallHook::Auto, &one_missing);
+        assert_eq!(c.mechanism, "raw_tp");
+        assert!(
+            c.reason.as_deref().unwrap_or("").contains("openat2"),
+            "{c:?}"
+        );
+    }
 }

@@ -114,6 +114,7 @@ impl Snapshot {
                 ("tp_btf", &c.tp_btf),
                 ("cgroup_sock_addr", &c.cgroup_sock_addr),
                 ("send_signal", &c.send_signal),
+                ("syscall_tracepoints", &c.syscall_tracepoints),
             ] {
                 let _ = writeln!(
                     o,

@@ -122,6 +122,7 @@ pub struct Node {
     snapshot: Arc<Mutex<Snapshot>>,
     pub metrics_addr: Option<SocketAddr>,
     attachments: Vec<crate::loader::Attachment>,
+    capture: crate::loader::SyscallCapture,
     adopted: bool,
 }
 
@@ -222,6 +223,7 @@ impl Node {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let attachments = enforcer.attachments().to_vec();
+        let capture = enforcer.syscall_capture().clone();
         let adopted = enforcer.adopted();
         let mut pipeline = Pipeline {
             enforcer,
@@ -249,6 +251,7 @@ impl Node {
             snapshot,
             metrics_addr,
             attachments,
+            capture,
             adopted,
         })
     }
@@ -259,6 +262,11 @@ impl Node {
 
     pub fn attachments(&self) -> &[crate::loader::Attachment] {
         &self.attachments
+    }
+
+    /// How syscalls are captured.
+    pub fn syscall_capture(&self) -> &crate::loader::SyscallCapture {
+        &self.capture
     }
 
     /// True when the pins of an earlier run were re-adopted.

@@ -1,10 +1,11 @@
 //! Kernel tests, run for real as root on this machine: real `runc` containers (Debian
 //! `runc`, a `busybox-static` rootfs) with kubepods-style cgroup paths, pods registered in
 //! the Kubernetes API server double, the real eBPF programs pinned under
-//! `/sys/fs/bpf/tether-test`.
+//! `/sys/fs/bpf/tether-test-PID` (one directory per run, removed at the end: two runs at once
+//! do not share pins).
 //!
-//! One binary with its own `main` (no libtest harness): the cases share pins and run one
-//! after another; a failed case is reported and the others still run. When not root, or
+//! One binary with its own `main` (no libtest harness): the cases share the run's pin
+//! directory and run one after another; a failed case is reported and the others still run. When not root, or
 //! when `runc` or `busybox` are missing, it fails with what to install — it never skips.
 //! The BPF LSM case is the one exception: where the kernel refuses LSM programs it prints the
 //! probe's reason and passes, as the fallback path is what runs here.
@@ -18,18 +19,28 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use engine::{ChannelSink, Found, SinkReceiver};
-use node_enforcer::loader::{self, LoaderOptions};
+use node_enforcer::loader::{self, LoaderOptions, SyscallHook};
 use node_enforcer::node::{Node, NodeOptions};
 use node_enforcer::pods::{self, PodCache};
 use node_enforcer::prefilter::Definitions;
+use node_enforcer::probe::SyscallTracepoints;
 use policies::{RuleSet, SyscallEvent};
 
-const PIN_DIR: &str = "/sys/fs/bpf/tether-test";
 const NODE: &str = "node-a";
+
+/// This run's pin directory: `/sys/fs/bpf/tether-test-PID`, or the parent run's (passed in
+/// `TETHER_TEST_PIN_DIR`) in the loader child of `restart_readopt_unload`.
+fn pin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| match std::env::var_os("TETHER_TEST_PIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(format!("/sys/fs/bpf/tether-test-{}", std::process::id())),
+    })
+}
 
 fn main() -> ExitCode {
     if std::env::var("TETHER_TEST_ROLE").as_deref() == Ok("loader") {
@@ -51,6 +62,8 @@ fn main() -> ExitCode {
         ("isolate_and_detect", isolate_and_detect),
         ("lsm_path", lsm_path),
         ("restart_readopt_unload", restart_readopt_unload),
+        ("raw_tp_fallback", raw_tp_fallback),
+        ("incompatible_pins", incompatible_pins),
         ("bad_input", bad_input),
     ];
     let mut world = World::new();
@@ -60,10 +73,10 @@ fn main() -> ExitCode {
             continue;
         }
         println!("case {name} ...");
-        let _ = loader::unload(Path::new(PIN_DIR));
+        let _ = loader::unload(pin_dir());
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&mut world)));
         world.stop_containers();
-        let _ = loader::unload(Path::new(PIN_DIR));
+        let _ = loader::unload(pin_dir());
         match r {
             Ok(()) => println!("case {name} ... ok"),
             Err(e) => {
@@ -78,6 +91,11 @@ fn main() -> ExitCode {
         }
     }
     world.cleanup();
+    let _ = loader::unload(pin_dir());
+    if pin_dir().exists() {
+        println!("pin directory {} left behind", pin_dir().display());
+        failed.push("cleanup");
+    }
     if failed.is_empty() {
         println!("kernel tests: all passed");
         ExitCode::SUCCESS
@@ -198,10 +216,13 @@ impl World {
             n,
             n
         );
+        // the short id (first 12 characters) holds the pid and the sequence number: the
+        // containers of two runs at once never share one (both watch every cgroup)
         let cid = format!(
-            "{:016x}{:048x}",
-            0x00c0_ffee_0000_0000_u64 + n as u64,
-            std::process::id()
+            "{:06x}{:06x}{:052x}",
+            std::process::id() & 0xff_ffff,
+            n,
+            0x00c0_ffee_u64
         );
         let _ = self.api().insert(serde_json::json!({
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
@@ -409,14 +430,25 @@ fn rules(text: &str) -> Arc<RuleSet> {
 }
 
 fn start_node(world: &World, rules_text: Option<&str>, all_cgroups: bool, pods: usize) -> Running {
+    start_node_hook(world, rules_text, all_cgroups, pods, SyscallHook::Auto)
+}
+
+fn start_node_hook(
+    world: &World,
+    rules_text: Option<&str>,
+    all_cgroups: bool,
+    pods: usize,
+    syscall_hook: SyscallHook,
+) -> Running {
     let (cache, watch) = world.pod_cache();
     world.wait_pods(&cache, pods);
     let (sink, rx) = ChannelSink::new();
     let (tx, tap) = mpsc::channel();
     let mut opts = NodeOptions::new(NODE);
     opts.loader = LoaderOptions {
-        pin_dir: PIN_DIR.into(),
+        pin_dir: pin_dir().into(),
         all_cgroups,
+        syscall_hook,
         ..LoaderOptions::default()
     };
     opts.rules = rules_text.map(rules);
@@ -518,6 +550,7 @@ fn visibility(w: &mut World) {
     let mut l = listener();
     let port = l.port;
     let mut run = start_node(w, Some(VISIBILITY_RULES), true, 1);
+    assert_tracepoint_capture(run.node.as_ref().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     let (code, out) = w.exec(c, &format!("echo x > /tmp/vis-file; /bin/cat /etc/shadow > /dev/null; echo hi | /bin/nc -w 1 127.0.0.1 {port}; true"));
     assert_eq!(code, 0, "{out}");
@@ -662,7 +695,7 @@ fn write_prefilter(w: &mut World) {
     let (tx, tap) = mpsc::channel();
     let mut opts = NodeOptions::new(NODE);
     opts.loader = LoaderOptions {
-        pin_dir: PIN_DIR.into(),
+        pin_dir: pin_dir().into(),
         all_cgroups: true,
         ..LoaderOptions::default()
     };
@@ -902,6 +935,7 @@ fn restart_readopt_unload(w: &mut World) {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env("TETHER_TEST_ROLE", "loader")
             .env("TETHER_TEST_RULES", &rules_path)
+            .env("TETHER_TEST_PIN_DIR", pin_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -933,12 +967,12 @@ fn restart_readopt_unload(w: &mut World) {
     assert!(out.contains("rc=137"), "second loader: {out}");
     second.kill().unwrap();
     second.wait().unwrap();
-    let removed = loader::unload(Path::new(PIN_DIR)).unwrap();
+    let removed = loader::unload(pin_dir()).unwrap();
     assert!(
         removed.iter().any(|p| p.ends_with("links/tether_exec")),
         "{removed:?}"
     );
-    assert!(!Path::new(PIN_DIR).exists());
+    assert!(!pin_dir().exists());
     let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
     assert!(
         !out.contains("rc=137"),
@@ -953,7 +987,7 @@ fn child_loader() -> ExitCode {
     let (sink, _rx) = ChannelSink::new();
     let mut opts = NodeOptions::new(NODE);
     opts.loader = LoaderOptions {
-        pin_dir: PIN_DIR.into(),
+        pin_dir: pin_dir().into(),
         ..LoaderOptions::default()
     };
     opts.rules = Some(rules(&text));
@@ -963,6 +997,185 @@ fn child_loader() -> ExitCode {
     loop {
         std::thread::sleep(Duration::from_secs(60));
     }
+}
+
+/// Where the kernel has every syscall tracepoint needed, the default capture uses them: one
+/// program pair per syscall of interest, no raw_tp program, and the attachments say so.
+fn assert_tracepoint_capture(node: &Node) {
+    let tps = SyscallTracepoints::probe();
+    let cap = node.syscall_capture();
+    if let Some(why) = tps.capability().reason() {
+        assert_eq!(cap.mechanism, "raw_tp", "{cap:?}");
+        println!("    syscall tracepoints unavailable here, raw_tp pair in use: {why}");
+        return;
+    }
+    assert_eq!(cap.mechanism, "tracepoints", "{cap:?}");
+    let hooks: Vec<&str> = node.attachments().iter().map(|a| a.hook.as_str()).collect();
+    for sc in &tps.present {
+        for dir in ["sys_enter", "sys_exit"] {
+            let hook = format!("tracepoint/syscalls/{dir}_{sc}");
+            assert!(
+                hooks.contains(&hook.as_str()),
+                "{hook} not attached: {hooks:?}"
+            );
+        }
+    }
+    assert!(
+        !hooks.iter().any(|h| h.starts_with("raw_tp/")),
+        "a raw_tp program attached beside the tracepoints: {hooks:?}"
+    );
+    assert!(
+        cap.describe().contains("per-syscall tracepoints"),
+        "{}",
+        cap.describe()
+    );
+}
+
+/// The raw_tp pair, forced: the same records as the per-syscall tracepoints. Then the same
+/// pins taken over by a default start: only the programs in use stay pinned.
+fn raw_tp_fallback(w: &mut World) {
+    let (pod, cid) = w.pod("raw", "raw-0");
+    let c = w.start(&pod, &cid);
+    let mut l = listener();
+    let port = l.port;
+    let mut run = start_node_hook(w, Some(VISIBILITY_RULES), true, 1, SyscallHook::RawTp);
+    {
+        let node = run.node.as_ref().unwrap();
+        let cap = node.syscall_capture();
+        assert_eq!(cap.mechanism, "raw_tp", "{cap:?}");
+        assert!(
+            cap.describe().starts_with("raw_tp/sys_enter"),
+            "{}",
+            cap.describe()
+        );
+        let hooks: Vec<&str> = node.attachments().iter().map(|a| a.hook.as_str()).collect();
+        assert!(
+            hooks.contains(&"raw_tp/sys_enter") && hooks.contains(&"raw_tp/sys_exit"),
+            "{hooks:?}"
+        );
+        assert!(
+            !hooks.iter().any(|h| h.starts_with("tracepoint/")),
+            "{hooks:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out) = w.exec(
+        c,
+        &format!("echo x > /tmp/raw-file; /bin/cat /etc/shadow > /dev/null; /bin/cat /etc/passwd > /dev/null; echo hi | /bin/nc -w 1 127.0.0.1 {port}; true"),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        l.accepted(Duration::from_millis(300)) >= 1,
+        "no connection arrived"
+    );
+    let short = &cid[..12];
+    let evs = run.events(Duration::from_secs(2), |e| e.container.id == short);
+    let opened = |name: &str| {
+        evs.iter().find(|e| {
+            e.evt_type.starts_with("open") && e.fd.as_ref().is_some_and(|f| f.name == name)
+        })
+    };
+    let summary: Vec<_> = evs
+        .iter()
+        .map(|e| {
+            (
+                e.evt_type.clone(),
+                e.proc.name.clone(),
+                e.fd.as_ref().map(|f| f.name.clone()),
+            )
+        })
+        .collect();
+    let write = opened("/tmp/raw-file").unwrap_or_else(|| panic!("write-open lost: {summary:?}"));
+    assert!(write.args["flags"].contains("O_WRONLY"), "{:?}", write.args);
+    assert!(write.evt_res >= 0, "{write:?}");
+    let shadow =
+        opened("/etc/shadow").unwrap_or_else(|| panic!("sensitive read lost: {summary:?}"));
+    assert!(shadow.args["flags"].contains("O_RDONLY"));
+    assert!(
+        opened("/etc/passwd").is_none(),
+        "a read that is not sensitive was reported: {summary:?}"
+    );
+    let conn = evs
+        .iter()
+        .find(|e| e.evt_type == "connect")
+        .unwrap_or_else(|| panic!("connect lost: {summary:?}"));
+    assert_eq!(conn.fd.as_ref().unwrap().sport, i64::from(port));
+    assert!(
+        evs.iter()
+            .any(|e| e.evt_type == "execve" && e.proc.name == "cat"),
+        "{summary:?}"
+    );
+    run.stop();
+    let links = pin_dir().join("links");
+    assert!(links.join("tether_sys_enter").exists());
+    let mut run = start_node(w, None, true, 1);
+    assert_tracepoint_capture(run.node.as_ref().unwrap());
+    if run.node.as_ref().unwrap().syscall_capture().mechanism == "tracepoints" {
+        for stale in ["tether_sys_enter", "tether_sys_exit"] {
+            assert!(!links.join(stale).exists(), "the raw_tp pin {stale} stayed");
+        }
+        assert!(links.join("tether_enter_openat").exists());
+        assert!(links.join("tether_exit_openat").exists());
+    }
+    run.stop();
+}
+
+/// Pins left by a build whose `settings` had another size: that map is recreated (the
+/// programs would not load with it), the compatible ones keep their entries.
+fn incompatible_pins(w: &mut World) {
+    let maps = pin_dir().join("maps");
+    std::fs::create_dir_all(&maps).unwrap();
+    std::fs::create_dir_all(pin_dir().join("links")).unwrap();
+    let bpftool = |args: &[&str]| {
+        let out = Command::new("bpftool")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run bpftool ({e}): install the Debian package `bpftool`")
+            });
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let settings = maps.join("settings");
+    let isolated = maps.join("isolated_cgrps");
+    let (s, i) = (settings.to_str().unwrap(), isolated.to_str().unwrap());
+    bpftool(&[
+        "map", "create", s, "type", "array", "key", "4", "value", "24", "entries", "1", "name",
+        "settings",
+    ]);
+    bpftool(&[
+        "map",
+        "create",
+        i,
+        "type",
+        "hash",
+        "key",
+        "8",
+        "value",
+        "4",
+        "entries",
+        "4096",
+        "name",
+        "isolated_cgrps",
+    ]);
+    bpftool(&[
+        "map", "update", "pinned", i, "key", "42", "0", "0", "0", "0", "0", "0", "0", "value", "7",
+        "0", "0", "0",
+    ]);
+    let mut run = start_node(w, None, true, 0);
+    let info = aya::maps::MapData::from_pin(&settings)
+        .and_then(|m| m.info())
+        .unwrap();
+    assert_eq!(
+        info.value_size() as usize,
+        std::mem::size_of::<node_enforcer::abi::Config>()
+    );
+    let state = loader::pinned_state(pin_dir()).unwrap().unwrap();
+    assert_eq!(state.isolated_cgroups, vec![42], "{state:?}");
+    run.stop();
 }
 
 fn bad_input(_w: &mut World) {
