@@ -128,6 +128,32 @@ impl Body {
         }
     }
 
+    /// The whole document, taken out of the body (no copy when it was built already).
+    pub fn into_full(self) -> Json {
+        match self {
+            Body::Parsed(j) => j,
+            Body::Lazy {
+                text,
+                entries,
+                full,
+            } => match full.into_inner() {
+                Some(j) => j,
+                None => {
+                    let mut m = Map::new();
+                    for e in entries {
+                        let key = e.key(&text).to_string();
+                        let v = e
+                            .val
+                            .into_inner()
+                            .unwrap_or_else(|| parse_range(&text, &e.range));
+                        m.insert(key, v);
+                    }
+                    Json::Object(m)
+                }
+            },
+        }
+    }
+
     /// Reads the top level of a JSON object without parsing its values. `Err` carries what is
     /// wrong (malformed JSON, or not an object).
     pub fn lazy(text: &str) -> Result<Body, String> {

@@ -212,7 +212,7 @@ impl Event {
     /// `namespace`/`name`, and `requestURI` is rebuilt (with the exec/attach/portforward
     /// options as query parameters, one `command` parameter per argv element).
     pub fn from_admission_review(v: Json) -> Result<Event, InputError> {
-        let body = admission_to_audit(&v).map_err(|what| InputError::new("<value>", 0, what))?;
+        let body = admission_to_audit(v).map_err(|what| InputError::new("<value>", 0, what))?;
         Ok(Event {
             source: Source::K8sAdmission,
             time_ns: now_ns(),
@@ -400,11 +400,19 @@ fn audit_time_ns(v: &Body) -> i64 {
         .unwrap_or(0)
 }
 
-/// Rewrites an AdmissionReview into an audit-shaped body.
-fn admission_to_audit(v: &Json) -> Result<Json, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("expected an AdmissionReview object, found {}", json_kind(v)))?;
+/// Rewrites an AdmissionReview into an audit-shaped body. The review is taken apart: the
+/// request's `object`, `oldObject`, `options` and `userInfo` move into the body as they are,
+/// so that building the event does not copy the objects.
+fn admission_to_audit(v: Json) -> Result<Json, String> {
+    let mut obj = match v {
+        Json::Object(o) => o,
+        other => {
+            return Err(format!(
+                "expected an AdmissionReview object, found {}",
+                json_kind(&other)
+            ))
+        }
+    };
     match obj.get("kind").and_then(Json::as_str) {
         Some("AdmissionReview") => {}
         Some(other) => {
@@ -415,7 +423,8 @@ fn admission_to_audit(v: &Json) -> Result<Json, String> {
         None => return Err("AdmissionReview has no \"kind\"".to_string()),
     }
     let api_version = match obj.get("apiVersion").and_then(Json::as_str) {
-        Some(av @ ("admission.k8s.io/v1" | "admission.k8s.io/v1beta1")) => av,
+        Some("admission.k8s.io/v1") => "admission.k8s.io/v1",
+        Some("admission.k8s.io/v1beta1") => "admission.k8s.io/v1beta1",
         Some(other) => {
             return Err(format!(
                 "unsupported AdmissionReview apiVersion \"{other}\": expected admission.k8s.io/v1 or admission.k8s.io/v1beta1"
@@ -423,11 +432,18 @@ fn admission_to_audit(v: &Json) -> Result<Json, String> {
         }
         None => return Err("AdmissionReview has no \"apiVersion\"".to_string()),
     };
-    let req = obj
-        .get("request")
-        .ok_or_else(|| "AdmissionReview has no \"request\"".to_string())?
-        .as_object()
-        .ok_or_else(|| "AdmissionReview \"request\" must be an object".to_string())?;
+    let req = match obj.get_mut("request") {
+        None => return Err("AdmissionReview has no \"request\"".to_string()),
+        Some(Json::Object(r)) => r,
+        Some(_) => return Err("AdmissionReview \"request\" must be an object".to_string()),
+    };
+    // Moved out first (the review is not used again); checked below in the order the
+    // fields are read, so the first problem reported stays the same.
+    let user = req.remove("userInfo");
+    let object = req.remove("object").filter(|o| !o.is_null());
+    let options = req.remove("options").filter(|o| !o.is_null());
+    let old_object = req.remove("oldObject").filter(|o| !o.is_null());
+    let req = &*req;
     let s = |k: &str| -> Result<Option<&str>, String> {
         match req.get(k) {
             None | Some(Json::Null) => Ok(None),
@@ -459,18 +475,16 @@ fn admission_to_audit(v: &Json) -> Result<Json, String> {
     let subresource = s("subResource")?.filter(|x| !x.is_empty());
     let namespace = s("namespace")?.filter(|x| !x.is_empty());
     let name = s("name")?.filter(|x| !x.is_empty());
-    let user = match req.get("userInfo") {
-        Some(u @ Json::Object(_)) => u.clone(),
+    let user = match user {
+        Some(u @ Json::Object(_)) => u,
         None | Some(Json::Null) => Json::Object(Map::new()),
         Some(other) => {
             return Err(format!(
                 "request.userInfo must be an object, found {}",
-                json_kind(other)
+                json_kind(&other)
             ))
         }
     };
-    let object = req.get("object").filter(|o| !o.is_null());
-    let options = req.get("options").filter(|o| !o.is_null());
 
     let mut object_ref = Map::new();
     object_ref.insert("resource".into(), Json::from(res_name));
@@ -479,6 +493,7 @@ fn admission_to_audit(v: &Json) -> Result<Json, String> {
     }
     let name = name.or_else(|| {
         object
+            .as_ref()
             .and_then(|o| o.get("metadata"))
             .and_then(|m| m.get("name"))
             .and_then(Json::as_str)
@@ -514,7 +529,7 @@ fn admission_to_audit(v: &Json) -> Result<Json, String> {
     if operation == "CONNECT" {
         // The API server sends the Pod*Options as `object`; older clients of this code path
         // (and some test doubles) put them in `options`.
-        if let Some(Json::Object(opts)) = object.or(options) {
+        if let Some(Json::Object(opts)) = object.as_ref().or(options.as_ref()) {
             let mut q = Vec::new();
             for (k, v) in opts {
                 if k == "kind" || k == "apiVersion" {
@@ -547,12 +562,6 @@ fn admission_to_audit(v: &Json) -> Result<Json, String> {
     out.insert("verb".into(), Json::from(operation.to_ascii_lowercase()));
     out.insert("user".into(), user);
     out.insert("objectRef".into(), Json::Object(object_ref));
-    if let Some(o) = object.or(options) {
-        out.insert("requestObject".into(), o.clone());
-    }
-    if let Some(o) = req.get("oldObject").filter(|o| !o.is_null()) {
-        out.insert("oldObject".into(), o.clone());
-    }
     // Tether's own keys, outside audit.k8s.io's schema, for the webhook's answer.
     let mut adm = Map::new();
     adm.insert("apiVersion".into(), Json::from(api_version));
@@ -560,6 +569,12 @@ fn admission_to_audit(v: &Json) -> Result<Json, String> {
     adm.insert("operation".into(), Json::from(operation));
     if let Some(d) = req.get("dryRun") {
         adm.insert("dryRun".into(), d.clone());
+    }
+    if let Some(o) = object.or(options) {
+        out.insert("requestObject".into(), o);
+    }
+    if let Some(o) = old_object {
+        out.insert("oldObject".into(), o);
     }
     out.insert("tetherAdmission".into(), Json::Object(adm));
     Ok(Json::Object(out))

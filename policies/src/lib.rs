@@ -55,8 +55,8 @@ pub use event::{
 pub use fields::{registry, FieldDef, FieldId, FieldType};
 pub use input::{parse_document, InputError};
 pub use rules::{
-    ActionKind, LabelSelector, LoadError, LoadErrors, LoadWarning, Match, Mode, Priority, RuleInfo,
-    RuleSet, Scope, SequenceInfo, TetherSettings,
+    ActionKind, Evaluation, LabelSelector, LoadError, LoadErrors, LoadWarning, Match, Mode,
+    OutputMatch, Partial, Priority, RuleInfo, RuleSet, Scope, SequenceInfo, TetherSettings,
 };
 pub use source::Source;
 pub use value::Value;

@@ -101,6 +101,19 @@ impl Template {
         })
     }
 
+    /// The rendered text alone (what [`Template::render`] returns first), without
+    /// collecting the field values.
+    pub fn render_text(&self, ev: &Event) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Field(f) => f.extract(ev).render(&mut out),
+            }
+        }
+        out
+    }
+
     /// The rendered text and the value of each named field (`null` when missing).
     pub fn render(&self, ev: &Event) -> (String, Map<String, Json>) {
         let mut out = String::new();
@@ -135,6 +148,7 @@ mod tests {
         let t = Template::compile("user=%ka.user.name code=%ka.response.code ns=%ka.target.namespace cmd=%ka.uri.param[command] 100% done.").unwrap();
         let (s, f) = t.render(&ev);
         assert_eq!(s, "user=bob code=201 ns=<NA> cmd=(sh,-c) 100% done.");
+        assert_eq!(t.render_text(&ev), s);
         assert_eq!(f["ka.response.code"], json!(201));
         assert_eq!(f["ka.target.namespace"], Json::Null);
         assert_eq!(f["ka.uri.param[command]"], json!("(sh,-c)"));

@@ -6,14 +6,21 @@
 //!
 //! 1. full library: the bundled rule library on realistic pod CREATE reviews (the captured
 //!    kube-apiserver review and the kyverno pod-security Pods wrapped in reviews), closed
-//!    loop at concurrency 64; evaluation under its budget (on the evaluation threads);
+//!    loop at concurrency 64; evaluation under its budget (started on the I/O thread, what
+//!    is left after 0.5 ms on the evaluation threads);
 //! 2. the same with the budget off (evaluation inline on the I/O threads);
 //! 3. no-op handler: the same TLS/HTTP stack, a handler that reads the body and answers a
 //!    fixed allow;
-//! 4. full library, open loop at 5,000 reviews/s: latency at a fixed rate (with and
+//! 4. minimal valid no-op: the same stack, a handler that parses the review into a
+//!    `serde_json::Value` and answers an allow echoing `request.uid` (the least any real
+//!    webhook does);
+//! 5. full library, open loop at 5,000 reviews/s: latency at a fixed rate (with and
 //!    without the budget).
 //!
-//! Prints a Markdown table for bench/RESULTS.md.
+//! Prints where one review's time goes on one thread (no I/O), then a Markdown table for
+//! bench/RESULTS.md with the CPU time the server's and the load generator's threads used per
+//! answered review (`/proc/self/task/*/schedstat` over the measuring window), so that the
+//! handler's own cost can be told from the stack's on a shared machine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -35,6 +42,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
 const CONNECTIONS: usize = 64;
+
+const FULL_BUDGET: &str = "full library, budget 100 ms";
+const FULL_INLINE: &str = "full library, budget off (inline)";
+const NOOP: &str = "no-op handler, same stack";
+const MINIMAL: &str = "minimal valid no-op (parse, echo uid), same stack";
 
 fn reviews() -> Vec<Bytes> {
     let mut objects = Vec::new();
@@ -140,6 +152,52 @@ struct Outcome {
     elapsed: Duration,
     p50_us: u64,
     p99_us: u64,
+    /// CPU the process's threads used while measuring.
+    cpu: Cpu,
+}
+
+/// CPU time in ns by thread group: the server's runtime, the load generator's runtime, the
+/// webhook's evaluation threads, and the rest of the process.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    server: u64,
+    client: u64,
+    eval: u64,
+    other: u64,
+}
+
+impl Cpu {
+    /// CPU used so far by the threads alive now (`/proc/self/task/*/schedstat`).
+    fn now() -> Cpu {
+        let mut c = Cpu::default();
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return c;
+        };
+        for task in dir.flatten() {
+            let p = task.path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            let ns: u64 = std::fs::read_to_string(p.join("schedstat"))
+                .ok()
+                .and_then(|t| t.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            match comm.trim() {
+                "bench-server" => c.server += ns,
+                "bench-client" => c.client += ns,
+                n if n.starts_with("tether-eval") => c.eval += ns,
+                _ => c.other += ns,
+            }
+        }
+        c
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            server: self.server.saturating_sub(before.server),
+            client: self.client.saturating_sub(before.client),
+            eval: self.eval.saturating_sub(before.eval),
+            other: self.other.saturating_sub(before.other),
+        }
+    }
 }
 
 /// Closed loop (`rate` None) or open loop at `rate` reviews/s over all connections.
@@ -157,6 +215,12 @@ async fn drive(
     }
     let start = Instant::now() + warmup;
     let end = start + measure;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+        let before = Cpu::now();
+        tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
+        Cpu::now().since(before)
+    });
     let mut tasks = Vec::new();
     for (c, mut sender) in senders.into_iter().enumerate() {
         let bodies = bodies.clone();
@@ -213,6 +277,7 @@ async fn drive(
         elapsed: measure,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        cpu: cpu.await.unwrap(),
     }
 }
 
@@ -254,46 +319,94 @@ fn main() {
     let bodies = Arc::new(reviews());
     let avg_body = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
 
-    // Where one review's time goes, single-threaded, no I/O.
+    // Where one review's time goes, single-threaded, no I/O: each stage over every body,
+    // best of ROUNDS rounds (the machine is shared).
     {
-        let set = policies::RuleSet::try_bundled_library().unwrap();
-        let rounds = 20usize;
-        let n = bodies.len() * rounds;
-        let t = Instant::now();
-        for _ in 0..rounds {
-            for b in bodies.iter() {
-                std::hint::black_box(serde_json::from_slice::<Value>(b).unwrap());
-            }
-        }
-        let parse = t.elapsed().as_secs_f64() / n as f64;
+        use webhook::rules::Rules as _;
+        const ROUNDS: usize = 7;
+        let n = bodies.len();
+        let best = |mut round: Box<dyn FnMut() -> Duration + '_>| {
+            (0..ROUNDS)
+                .map(|_| round())
+                .min()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e6
+                / n as f64
+        };
+        let timed = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        };
+        let parse = best(Box::new(|| {
+            timed(&mut || {
+                for b in bodies.iter() {
+                    std::hint::black_box(serde_json::from_slice::<Value>(b).unwrap());
+                }
+            })
+        }));
+        let checked = best(Box::new(|| {
+            timed(&mut || {
+                for b in bodies.iter() {
+                    std::hint::black_box(webhook::review::parse(b).unwrap());
+                }
+            })
+        }));
         let parsed: Vec<Value> = bodies
             .iter()
             .map(|b| serde_json::from_slice(b).unwrap())
             .collect();
-        let t = Instant::now();
-        for _ in 0..rounds {
-            for v in &parsed {
-                std::hint::black_box(policies::Event::from_admission_review(v.clone()).unwrap());
-            }
-        }
-        let event = t.elapsed().as_secs_f64() / n as f64;
+        // The copies the conversion consumes are made outside the timed part.
+        let event = best(Box::new(|| {
+            let mut copies = parsed.clone();
+            timed(&mut || {
+                for v in copies.drain(..) {
+                    std::hint::black_box(policies::Event::from_admission_review(v).unwrap());
+                }
+            })
+        }));
         let events: Vec<policies::Event> = parsed
             .iter()
             .map(|v| policies::Event::from_admission_review(v.clone()).unwrap())
             .collect();
-        let t = Instant::now();
+        let set = policies::RuleSet::try_bundled_library().unwrap();
         let mut hits = 0usize;
-        for _ in 0..rounds {
-            for e in &events {
-                hits += set.evaluate(e).len();
-            }
+        for e in &events {
+            hits += set.evaluate_outputs(e).len();
         }
-        let eval = t.elapsed().as_secs_f64() / n as f64;
+        let eval = best(Box::new(|| {
+            timed(&mut || {
+                for e in &events {
+                    std::hint::black_box(set.evaluate_outputs(e));
+                }
+            })
+        }));
+        let eval_fields = best(Box::new(|| {
+            timed(&mut || {
+                for e in &events {
+                    std::hint::black_box(set.evaluate(e));
+                }
+            })
+        }));
+        // The handler's work without the HTTP stack: checked parse, event, evaluation,
+        // decision, encoded answer (what `/validate` does between body and response).
+        let rules =
+            webhook::policy::PolicyRules::new(policies::RuleSet::try_bundled_library().unwrap());
+        let handler = best(Box::new(|| {
+            timed(&mut || {
+                for b in bodies.iter() {
+                    let p = webhook::review::parse(b).unwrap();
+                    let req = p.request.unwrap();
+                    let hits = rules.evaluate(p.body, &req, None).unwrap();
+                    let d = webhook::decide::decide(&req, &hits, false, 1);
+                    std::hint::black_box(webhook::review::encode(p.version, &d.response));
+                    std::hint::black_box(d.decision);
+                }
+            })
+        }));
         println!(
-            "per review, one thread: JSON parse {:.1} us, review -> event {:.1} us, evaluate library {:.1} us ({:.2} hits/review)",
-            parse * 1e6,
-            event * 1e6,
-            eval * 1e6,
+            "per review, one thread (best of {ROUNDS} rounds): JSON parse into a Value {parse:.1} us, checked review (webhook::review::parse) {checked:.1} us, review -> event {event:.1} us, evaluate library {eval:.1} us ({:.2} hits/review; {eval_fields:.1} us with output fields); handler work without I/O {handler:.1} us",
             hits as f64 / n as f64
         );
     }
@@ -349,35 +462,16 @@ fn main() {
             server_rt.block_on(running.stop()).unwrap();
             rows.push((format!("{label} ({rules} admission rules)"), out));
         };
-    run_library(
-        "full library, budget 100 ms (evaluation threads)",
-        100,
-        None,
-        &mut rows,
-    );
-    run_library("full library, budget off (inline)", 0, None, &mut rows);
+    run_library(FULL_BUDGET, 100, None, &mut rows);
+    run_library(FULL_INLINE, 0, None, &mut rows);
 
-    // No-op handler on the same TLS/HTTP stack.
-    {
+    // Baselines on the same TLS/HTTP stack: the no-op handler (reads the body, answers a
+    // fixed allow), and the least any real webhook does (parses the review into a
+    // `serde_json::Value` and answers an allow echoing `request.uid`).
+    let run_stack = |label: &str, app: axum::Router, rows: &mut Vec<(String, Outcome)>| {
         let shutdown = CancellationToken::new();
         let resolver = certs::ReloadingCertResolver::load(&base.tls_cert, &base.tls_key).unwrap();
         let config = resolver.server_config(&[b"h2", b"http/1.1"]).unwrap();
-        let answer = Bytes::from(
-            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "x", "allowed": true}}).to_string(),
-        );
-        let app = axum::Router::new().route(
-            "/validate",
-            post(move |body: Bytes| {
-                let answer = answer.clone();
-                async move {
-                    let _ = body.len();
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        answer,
-                    )
-                }
-            }),
-        );
         let (addr, server) = server_rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -396,7 +490,51 @@ fn main() {
         ));
         shutdown.cancel();
         server_rt.block_on(server).unwrap().unwrap();
-        rows.push(("no-op handler, same stack".to_string(), out));
+        rows.push((label.to_string(), out));
+    };
+    {
+        let answer = Bytes::from(
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "x", "allowed": true}}).to_string(),
+        );
+        let app = axum::Router::new().route(
+            "/validate",
+            post(move |body: Bytes| {
+                let answer = answer.clone();
+                async move {
+                    let _ = body.len();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        answer,
+                    )
+                }
+            }),
+        );
+        run_stack(NOOP, app, &mut rows);
+    }
+    {
+        let app = axum::Router::new().route(
+            "/validate",
+            post(|body: Bytes| async move {
+                let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        Vec::new(),
+                    );
+                };
+                let answer = json!({
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "response": {"uid": review["request"]["uid"], "allowed": true},
+                });
+                (
+                    axum::http::StatusCode::OK,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    serde_json::to_vec(&answer).unwrap(),
+                )
+            }),
+        );
+        run_stack(MINIMAL, app, &mut rows);
     }
     run_library(
         "full library, budget 100 ms, open loop at 5,000/s",
@@ -421,21 +559,51 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("machine: {cores} cores ({cpu}); server and load generator share them (one process, two runtimes of {cores} threads)");
     println!("reviews: {} distinct pod CREATE bodies, {avg_body} bytes on average; {CONNECTIONS} TLS 1.3 keep-alive connections (HTTP/1.1); {secs} s measured after 2 s warm-up\n", bodies.len());
-    println!("| run | reviews/s | p50 | p99 | non-200 |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("CPU columns: CPU time of the server's threads (I/O runtime and evaluation threads) and of the load generator's, per answered review, while measuring\n");
+    println!(
+        "| run | reviews/s | p50 | p99 | non-200 | server CPU/review | load generator CPU/review |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let per_review = |ns: u64, o: &Outcome| ns as f64 / 1000.0 / o.requests.max(1) as f64;
     for (label, o) in &rows {
         println!(
-            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1} µs | {:.1} µs |",
             o.requests as f64 / o.elapsed.as_secs_f64(),
             o.p50_us as f64 / 1000.0,
             o.p99_us as f64 / 1000.0,
-            o.errors
+            o.errors,
+            per_review(o.cpu.server + o.cpu.eval, o),
+            per_review(o.cpu.client, o),
         );
     }
-    let full = rows[0].1.requests as f64;
-    let noop = rows[2].1.requests as f64;
+    let row = |prefix: &str| {
+        rows.iter()
+            .find(|(l, _)| l.starts_with(prefix))
+            .map(|(_, o)| o)
+            .unwrap()
+    };
+    let (budget, inline) = (row(FULL_BUDGET), row(FULL_INLINE));
+    let (noop, minimal) = (row(NOOP), row(MINIMAL));
+    let pct = |a: &Outcome, b: &Outcome| 100.0 * a.requests as f64 / b.requests.max(1) as f64;
     println!(
-        "\nfull library / no-op throughput: {:.0}%",
-        100.0 * full / noop
+        "\nfull library / no-op throughput: {:.0}% with the budget, {:.0}% inline",
+        pct(budget, noop),
+        pct(inline, noop)
+    );
+    println!(
+        "full library / minimal valid no-op throughput: {:.0}% with the budget, {:.0}% inline",
+        pct(budget, minimal),
+        pct(inline, minimal)
+    );
+    let server = |o: &Outcome| per_review(o.cpu.server + o.cpu.eval, o);
+    let all = |o: &Outcome| per_review(o.cpu.server + o.cpu.eval + o.cpu.client + o.cpu.other, o);
+    println!(
+        "CPU per review, whole process: no-op {:.1} µs, minimal valid no-op {:.1} µs, full library {:.1} µs with the budget, {:.1} µs inline; the handler's share (server CPU above the no-op's): {:.1} µs with the budget, {:.1} µs inline",
+        all(noop),
+        all(minimal),
+        all(budget),
+        all(inline),
+        server(budget) - server(noop),
+        server(inline) - server(noop)
     );
 }

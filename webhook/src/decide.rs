@@ -46,7 +46,8 @@ pub struct Decided {
 }
 
 fn truncate(s: String, max: usize) -> String {
-    if s.chars().count() <= max {
+    // No more bytes than `max` is no more characters either.
+    if s.len() <= max || s.chars().count() <= max {
         return s;
     }
     let mut out: String = s.chars().take(max.saturating_sub(3)).collect();
@@ -55,18 +56,27 @@ fn truncate(s: String, max: usize) -> String {
 }
 
 fn deny_message(hits: &[&RuleHit]) -> String {
-    let parts: Vec<String> = hits
-        .iter()
-        .map(|h| format!("rule {:?}: {}", h.rule, h.output))
-        .collect();
-    format!("denied by tether: {}", parts.join("; "))
+    use std::fmt::Write as _;
+    let mut out = String::from("denied by tether: ");
+    for (i, h) in hits.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "rule {:?}: {}", h.rule, h.output);
+    }
+    out
 }
 
 fn rule_names(hits: &[&RuleHit]) -> String {
-    hits.iter()
-        .map(|h| h.rule.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::new();
+    for (i, h) in hits.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&h.rule);
+    }
+    out
 }
 
 /// The effective mode of a hit.
@@ -113,6 +123,9 @@ pub fn decide(req: &ReviewRequest, hits: &[RuleHit], detect_only: bool, now_ns: 
     };
     let mut response = if enforced.is_empty() {
         AdmissionResponse::allow(&req.uid)
+    } else if enforced == all {
+        // The same rules: the same answer as the would-be one.
+        would_response.clone()
     } else {
         AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(&enforced))
     };
@@ -271,6 +284,25 @@ mod tests {
         assert!(d.response.allowed);
         assert_eq!(d.response.warnings.len(), 1);
         assert_eq!(d.decision.would_outcome, DecisionOutcome::Allow);
+    }
+
+    #[test]
+    fn enforcing_every_hit_denies_as_full_enforcement_would() {
+        let hits = [
+            hit("Privileged", RuleMode::Enforce, true),
+            hit("Host path", RuleMode::Enforce, true),
+        ];
+        let d = decide(&req(), &hits, false, 1);
+        assert_eq!(d.response.status, d.would_response.status);
+        assert_eq!(
+            d.response.status.as_ref().unwrap().message,
+            "denied by tether: rule \"Privileged\": Privileged output; rule \"Host path\": Host path output"
+        );
+        assert_eq!(
+            d.response.audit_annotations["deny"],
+            "Privileged, Host path"
+        );
+        assert_eq!(d.response.uid, "u1");
     }
 
     #[test]

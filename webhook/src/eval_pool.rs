@@ -1,5 +1,9 @@
-//! A fixed set of threads that run rule evaluations, so that the I/O threads never run
-//! rules and a review can be answered when its evaluation overruns the budget.
+//! A fixed set of threads that run rule evaluations, so that a long evaluation does not hold
+//! an I/O thread and a review can be answered when its evaluation overruns the budget.
+//! Under a budget, a small review (at most 64 KiB) starts its evaluation on the I/O thread
+//! and only what is left after a short slice (0.5 ms, or half the budget if less) moves
+//! here; large reviews are evaluated here whole (see `server::evaluate`). Most reviews
+//! finish within the slice and never pay the hand-off (a context switch each way).
 //!
 //! Fixed rather than tokio's growing blocking pool: under load a few threads that stay busy
 //! switch context far less than one thread per in-flight review, and a rule that never

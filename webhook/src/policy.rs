@@ -2,14 +2,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use policies::decision::scope_check;
-use policies::{Event, Mode, RuleSet, Source};
+use policies::{Evaluation, Event, Mode, OutputMatch, RuleSet, Source};
 use serde_json::{Map, Value};
 
 use crate::cluster::{NamespaceLabels, UnknownNamespace};
 use crate::review::ReviewRequest;
-use crate::rules::{EvalError, ReviewContext, RuleHit, RuleMode, Rules, RulesLoader};
+use crate::rules::{EvalError, ReviewContext, RuleHit, RuleMode, Rules, RulesLoader, Started};
 
 /// A loaded `RuleSet`, evaluated on admission reviews.
 pub struct PolicyRules {
@@ -50,77 +51,111 @@ impl Rules for PolicyRules {
 
     fn evaluate_in(
         &self,
-        mut review: Value,
+        review: Value,
         _request: &ReviewRequest,
         context: &ReviewContext<'_>,
     ) -> Result<Vec<RuleHit>, EvalError> {
-        if let Some(labels) = context.pod_labels {
-            // A CONNECT review carries PodExecOptions, not the pod: present the target
-            // pod's labels as the object's labels, so that rules and scope selectors read
-            // them as they would on the pod.
-            if let Some(Value::Object(object)) = review.pointer_mut("/request/object") {
-                let metadata = object
-                    .entry("metadata")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(m) = metadata {
-                    m.insert("labels".to_string(), Value::Object(labels.clone()));
-                }
-            }
+        let event = event_of(review, context)?;
+        let matches = self.set.evaluate_outputs(&event);
+        Ok(hits(matches, &event, context))
+    }
+
+    fn evaluate_started(
+        self: Arc<Self>,
+        review: Value,
+        _request: &ReviewRequest,
+        context: &ReviewContext<'_>,
+        deadline: Instant,
+    ) -> Started {
+        let event = match event_of(review, context) {
+            Ok(e) => e,
+            Err(e) => return Started::Done(Err(e)),
+        };
+        match self.set.evaluate_outputs_until(&event, deadline) {
+            Evaluation::Done(matches) => Started::Done(Ok(hits(matches, &event, context))),
+            Evaluation::Interrupted(partial) => Started::Rest(Box::new(move |context| {
+                let matches = self.set.resume_outputs(&event, partial);
+                Ok(hits(matches, &event, context))
+            })),
         }
-        let event = Event::from_admission_review(review)
-            .map_err(|e| EvalError(format!("review not usable as an event: {e}")))?;
-        let namespace = event.namespace();
-        let labels = event.object_labels();
-        let namespace_labels = context.namespace_labels.known();
-        Ok(self
-            .set
-            .evaluate(&event)
-            .into_iter()
-            .map(|m| {
-                let settings = &m.rule.tether;
-                // Namespace labels not known (no Kubernetes API, namespace not in the
-                // store yet): a scope that selects on them leaves the event out of scope
-                // (the rule detects).
-                let scope = scope_check(&settings.scope, namespace, &labels, namespace_labels);
-                if let (Err(why), Mode::Enforce) = (&scope, settings.mode) {
-                    match context.namespace_labels {
-                        // Name why the labels are unknown (a namespace created a moment
-                        // ago, a list not synced yet); running without the API was logged
-                        // once at start.
-                        NamespaceLabels::Unknown(
-                            unknown @ (UnknownNamespace::NotSynced | UnknownNamespace::NotInStore),
-                        ) if settings.scope.namespace_labels.is_some() => {
-                            tracing::info!(
-                                rule = %m.rule.name,
-                                reason = %why,
-                                namespace_labels = %unknown.describe(namespace),
-                                "enforce rule only detects: outside its enforcement scope"
-                            );
-                        }
-                        _ => tracing::debug!(
-                            rule = %m.rule.name,
-                            reason = %why,
-                            "enforce rule only detects: outside its enforcement scope"
-                        ),
-                    }
-                }
-                RuleHit {
-                    rule: m.rule.name.clone(),
-                    priority: m.rule.priority.to_string(),
-                    mode: match settings.mode {
-                        Mode::Enforce => RuleMode::Enforce,
-                        Mode::Detect => RuleMode::Detect,
-                    },
-                    in_scope: scope.is_ok(),
-                    output: m.output,
-                }
-            })
-            .collect())
     }
 
     fn rule_count(&self) -> usize {
         self.admission_rules
     }
+}
+
+/// The review as a `k8s_admission` event.
+fn event_of(mut review: Value, context: &ReviewContext<'_>) -> Result<Event, EvalError> {
+    if let Some(labels) = context.pod_labels {
+        // A CONNECT review carries PodExecOptions, not the pod: present the target
+        // pod's labels as the object's labels, so that rules and scope selectors read
+        // them as they would on the pod.
+        if let Some(Value::Object(object)) = review.pointer_mut("/request/object") {
+            let metadata = object
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = metadata {
+                m.insert("labels".to_string(), Value::Object(labels.clone()));
+            }
+        }
+    }
+    Event::from_admission_review(review)
+        .map_err(|e| EvalError(format!("review not usable as an event: {e}")))
+}
+
+/// The hits of the matching rules, with their scopes checked.
+fn hits(matches: Vec<OutputMatch>, event: &Event, context: &ReviewContext<'_>) -> Vec<RuleHit> {
+    let namespace = event.namespace();
+    // Read only for the scopes of matching rules.
+    let labels = if matches.is_empty() {
+        std::collections::BTreeMap::new()
+    } else {
+        event.object_labels()
+    };
+    let namespace_labels = context.namespace_labels.known();
+    matches
+        .into_iter()
+        .map(|m| {
+            let settings = &m.rule.tether;
+            // Namespace labels not known (no Kubernetes API, namespace not in the
+            // store yet): a scope that selects on them leaves the event out of scope
+            // (the rule detects).
+            let scope = scope_check(&settings.scope, namespace, &labels, namespace_labels);
+            if let (Err(why), Mode::Enforce) = (&scope, settings.mode) {
+                match context.namespace_labels {
+                    // Name why the labels are unknown (a namespace created a moment
+                    // ago, a list not synced yet); running without the API was logged
+                    // once at start.
+                    NamespaceLabels::Unknown(
+                        unknown @ (UnknownNamespace::NotSynced | UnknownNamespace::NotInStore),
+                    ) if settings.scope.namespace_labels.is_some() => {
+                        tracing::info!(
+                            rule = %m.rule.name,
+                            reason = %why,
+                            namespace_labels = %unknown.describe(namespace),
+                            "enforce rule only detects: outside its enforcement scope"
+                        );
+                    }
+                    _ => tracing::debug!(
+                        rule = %m.rule.name,
+                        reason = %why,
+                        "enforce rule only detects: outside its enforcement scope"
+                    ),
+                }
+            }
+            RuleHit {
+                rule: m.rule.name.clone(),
+                priority: m.rule.priority.to_string(),
+                mode: match settings.mode {
+                    Mode::Enforce => RuleMode::Enforce,
+                    Mode::Detect => RuleMode::Detect,
+                },
+                in_scope: scope.is_ok(),
+                output: m.output,
+            }
+        })
+        .collect()
 }
 
 /// Loads rules files (in the order given, as Falco would), or the bundled library when no
@@ -162,6 +197,54 @@ impl RulesLoader for PolicyLoader {
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::review::parse;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+        std::fs::read(format!("{dir}/{name}")).unwrap()
+    }
+
+    /// Started inline and interrupted at once, or given time to finish: the same hits as
+    /// one uninterrupted evaluation.
+    #[test]
+    fn a_started_evaluation_gives_the_hits_of_a_whole_one() {
+        let rules = Arc::new(PolicyRules::new(RuleSet::try_bundled_library().unwrap()));
+        let mut review: Value = serde_json::from_slice(&fixture(
+            "apiserver-captures/admission-pod-create-good-pod-allowed.json",
+        ))
+        .unwrap();
+        // A pod that trips several rules.
+        review["request"]["object"]["spec"]["hostNetwork"] = true.into();
+        review["request"]["object"]["spec"]["containers"][0]["securityContext"] =
+            serde_json::json!({"privileged": true, "runAsUser": 0});
+        let bytes = serde_json::to_vec(&review).unwrap();
+        let p = parse(&bytes).unwrap();
+        let req = p.request.unwrap();
+        let context = ReviewContext::default();
+        let whole = rules.evaluate_in(p.body.clone(), &req, &context).unwrap();
+        assert!(whole.len() >= 3, "{whole:?}");
+
+        let now = Instant::now();
+        match rules
+            .clone()
+            .evaluate_started(p.body.clone(), &req, &context, now)
+        {
+            Started::Rest(rest) => assert_eq!(rest(&context).unwrap(), whole),
+            Started::Done(_) => panic!("a deadline already past left nothing to finish"),
+        }
+        let later = Instant::now() + Duration::from_secs(60);
+        match rules.evaluate_started(p.body, &req, &context, later) {
+            Started::Done(hits) => assert_eq!(hits.unwrap(), whole),
+            Started::Rest(_) => panic!("interrupted before its deadline"),
         }
     }
 }

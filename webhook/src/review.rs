@@ -102,7 +102,13 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedReview, MalformedBody> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(MalformedBody("body is empty".into()));
     }
-    let body: Value = serde_json::from_slice(bytes).map_err(|e| {
+    // Text checked as UTF-8 once is parsed without checking every string again; other
+    // bytes go to the byte parser, whose error names where the bad byte is.
+    let parsed = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    };
+    let body: Value = parsed.map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Io => "unreadable",
             serde_json::error::Category::Syntax => "not valid JSON",
@@ -628,6 +634,26 @@ mod tests {
         }
         // All three outcomes occur, so the mutations reach every layer.
         assert!(outcomes.iter().all(|n| *n > 0), "{outcomes:?}");
+    }
+
+    /// Parsing checked text gives the byte parser's values and errors.
+    #[test]
+    fn text_and_bytes_parse_alike() {
+        for t in [
+            r#"{"a":1,"b":{"c":[1,-2,3.5,1e400,null,true,"x\u00e9\n"]},"a":{"z":[]}}"#,
+            "{\"a\":1,}",
+            "[1,2",
+            "{\"a\" 1}",
+            "{\"a\":1} x",
+            "\"\\ud800\"",
+            "\"caf\u{e9}\"",
+        ] {
+            let text = serde_json::from_str::<Value>(t).map_err(|e| e.to_string());
+            let bytes = serde_json::from_slice::<Value>(t.as_bytes()).map_err(|e| e.to_string());
+            assert_eq!(text, bytes, "{t}");
+        }
+        let err = parse(b"{\"apiVersion\":\"\xff\"}").unwrap_err();
+        assert!(err.0.contains("not valid JSON"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -95,8 +95,48 @@ pub trait Rules: Send + Sync + 'static {
         self.evaluate(review, request, context.pod_labels)
     }
 
+    /// Starts evaluating on the calling thread and stops once `deadline` has passed; what
+    /// is left is returned to finish elsewhere (an evaluation thread, under the budget)
+    /// with the same context. Finished either way, the hits are those of
+    /// [`Rules::evaluate_in`]. By default nothing runs here: the whole evaluation is left.
+    fn evaluate_started(
+        self: Arc<Self>,
+        review: Value,
+        request: &ReviewRequest,
+        context: &ReviewContext<'_>,
+        deadline: Instant,
+    ) -> Started {
+        let _ = (context, deadline);
+        let request = request.clone();
+        Started::Rest(Box::new(move |context| {
+            self.evaluate_in(review, &request, context)
+        }))
+    }
+
     /// How many rules apply at admission time.
     fn rule_count(&self) -> usize;
+}
+
+/// The rest of an evaluation [`Rules::evaluate_started`] did not finish, to run with the
+/// review's context.
+pub type RestOfEvaluation =
+    Box<dyn FnOnce(&ReviewContext<'_>) -> Result<Vec<RuleHit>, EvalError> + Send>;
+
+/// What [`Rules::evaluate_started`] did before its deadline.
+pub enum Started {
+    /// The evaluation finished.
+    Done(Result<Vec<RuleHit>, EvalError>),
+    /// The deadline passed first (or nothing was evaluated): this is what is left.
+    Rest(RestOfEvaluation),
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(r) => f.debug_tuple("Done").field(r).finish(),
+            Self::Rest(_) => f.write_str("Rest(..)"),
+        }
+    }
 }
 
 /// Loads a generation of rules (from files, or the bundled library).

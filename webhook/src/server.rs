@@ -28,7 +28,7 @@ use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::layers::{InFlight, ShedLayer};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::review::{self, AdmissionResponse, ReviewRequest};
-use crate::rules::{ReviewContext, RuleHit, RulesHandle};
+use crate::rules::{ReviewContext, RuleHit, RulesHandle, Started};
 use crate::session::{exec_session, session_kind, PodLabelCache};
 
 /// Tunables of the admission handler.
@@ -206,9 +206,19 @@ enum Evaluated {
     Failed(String, ErrorKind),
 }
 
+/// Reviews whose body is at most this large start their evaluation on the I/O thread.
+const INLINE_START_MAX_BODY: usize = 64 * 1024;
+/// How long an evaluation runs on the I/O thread (at most half the budget) before what is
+/// left moves to the evaluation threads.
+const INLINE_SLICE: Duration = Duration::from_micros(500);
+
+/// Evaluates a review: inline without a budget; with one, starting inline for a slice
+/// (small reviews) and going on on the evaluation threads, answered when the budget runs
+/// out.
 async fn evaluate(
     state: &Arc<WebhookState>,
     body: serde_json::Value,
+    body_len: usize,
     req: &ReviewRequest,
     in_flight: Option<InFlight>,
 ) -> Evaluated {
@@ -260,7 +270,38 @@ async fn evaluate(
             Err(_) => Evaluated::Failed("evaluation panicked".to_string(), ErrorKind::Internal),
         };
     }
-    let req_owned = req.clone();
+    // A small review starts on this thread: most finish within the slice, which spares
+    // them the hand-off to an evaluation thread and back (a context switch each way, the
+    // larger part of their cost). What is left after the slice, and every large review
+    // (whose single rules may take long), runs on the evaluation threads under the budget.
+    let started = Instant::now();
+    let mut inline_took = Duration::ZERO;
+    let rest = if body_len <= INLINE_START_MAX_BODY {
+        let slice = INLINE_SLICE.min(budget / 2);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let context = ReviewContext {
+                pod_labels: labels.as_ref(),
+                namespace_labels: namespace_labels.as_labels(),
+            };
+            rules
+                .clone()
+                .evaluate_started(body, req, &context, started + slice)
+        }));
+        inline_took = started.elapsed();
+        match outcome {
+            Ok(Started::Done(Ok(hits))) => return Evaluated::Hits(hits, inline_took),
+            Ok(Started::Done(Err(e))) => {
+                return Evaluated::Failed(format!("evaluation failed: {e}"), ErrorKind::Internal)
+            }
+            Err(_) => {
+                return Evaluated::Failed("evaluation panicked".to_string(), ErrorKind::Internal)
+            }
+            Ok(Started::Rest(rest)) => rest,
+        }
+    } else {
+        let req_owned = req.clone();
+        Box::new(move |context: &ReviewContext<'_>| rules.evaluate_in(body, &req_owned, context))
+    };
     let task = state.eval_pool.run(move || {
         // The in-flight permit stays held until the evaluation really ends.
         let _permit = in_flight;
@@ -269,11 +310,14 @@ async fn evaluate(
             pod_labels: labels.as_ref(),
             namespace_labels: namespace_labels.as_labels(),
         };
-        let out = rules.evaluate_in(body, &req_owned, &context);
+        let out = rest(&context);
         (out, start.elapsed())
     });
-    match tokio::time::timeout(budget.saturating_sub(lookup_spent), task).await {
-        Ok(Ok(Ok((Ok(hits), took)))) => Evaluated::Hits(hits, took),
+    let left = budget
+        .saturating_sub(lookup_spent)
+        .saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, task).await {
+        Ok(Ok(Ok((Ok(hits), took)))) => Evaluated::Hits(hits, inline_took + took),
         Ok(Ok(Ok((Err(e), _)))) => {
             Evaluated::Failed(format!("evaluation failed: {e}"), ErrorKind::Internal)
         }
@@ -401,7 +445,7 @@ async fn validate(
     let session = exec_session(&req, &body, started);
     let in_flight = in_flight.map(|Extension(p)| p);
 
-    let decided: Decided = match evaluate(&state, body, &req, in_flight).await {
+    let decided: Decided = match evaluate(&state, body, bytes.len(), &req, in_flight).await {
         Evaluated::Hits(hits, took) => {
             state.metrics.evaluation_seconds.observe(took.as_secs_f64());
             let d = decide(&req, &hits, state.options.detect_only, started);

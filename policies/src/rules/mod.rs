@@ -15,13 +15,14 @@ pub(crate) mod yaml;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value as Json;
 
 pub use loader::{parse_duration, ENGINE_VERSION};
 pub use types::{
     ActionKind, ItemRef, LabelExpression, LabelSelector, LoadError, LoadErrors, LoadWarning, Match,
-    Mode, Priority, RuleInfo, Scope, SequenceInfo, TetherSettings, UnknownPriority,
+    Mode, OutputMatch, Priority, RuleInfo, Scope, SequenceInfo, TetherSettings, UnknownPriority,
 };
 
 use compile::{Compiler, Expr};
@@ -36,6 +37,25 @@ use crate::source::Source;
 /// The embedded `policies/library/**/*.yaml` files, in sorted path order.
 mod bundled {
     include!(concat!(env!("OUT_DIR"), "/library.rs"));
+}
+
+/// How many candidate rules run between two reads of the clock under a deadline.
+const DEADLINE_EVERY: usize = 4;
+
+/// The outcome of [`RuleSet::evaluate_outputs_until`].
+#[derive(Debug)]
+pub enum Evaluation {
+    /// Every rule ran: the matches, in load order.
+    Done(Vec<OutputMatch>),
+    /// The deadline passed first: finish with [`RuleSet::resume_outputs`].
+    Interrupted(Partial),
+}
+
+/// An evaluation interrupted at its deadline: the matches so far and where to go on.
+#[derive(Debug)]
+pub struct Partial {
+    next: usize,
+    matches: Vec<OutputMatch>,
 }
 
 /// A loaded, compiled, immutable set of rules. Share it as `Arc<RuleSet>`; reload by
@@ -259,6 +279,79 @@ impl RuleSet {
     /// `k8s_audit` rules; admission events run the `k8s_admission` rules and the `k8s_audit`
     /// rules with `tether.admission: true`; syscall events run the `syscall` rules.
     pub fn evaluate(&self, ev: &Event) -> Vec<Match> {
+        let mut out = Vec::new();
+        self.each_match(ev, 0, None, |c, r| {
+            let (output, output_fields) = c.output.render(ev);
+            out.push(Match {
+                rule: Arc::clone(r),
+                output,
+                output_fields,
+            });
+        });
+        out
+    }
+
+    /// The same matches as [`RuleSet::evaluate`], in the same order, with their rendered
+    /// outputs but without the output fields: for callers that show the outputs only (the
+    /// admission webhook's answers and decisions).
+    pub fn evaluate_outputs(&self, ev: &Event) -> Vec<OutputMatch> {
+        let mut out = Vec::new();
+        self.each_match(ev, 0, None, |c, r| {
+            out.push(OutputMatch {
+                rule: Arc::clone(r),
+                output: c.output.render_text(ev),
+            });
+        });
+        out
+    }
+
+    /// [`RuleSet::evaluate_outputs`] that stops between two rules once `deadline` has
+    /// passed (the clock is read every few rules; a rule that has started is finished).
+    /// [`RuleSet::resume_outputs`] finishes an interrupted evaluation, with the same result
+    /// as one uninterrupted call.
+    pub fn evaluate_outputs_until(&self, ev: &Event, deadline: Instant) -> Evaluation {
+        self.outputs_from(ev, Vec::new(), 0, Some(deadline))
+    }
+
+    /// Finishes an evaluation [`RuleSet::evaluate_outputs_until`] of this rule set
+    /// interrupted, on the same event.
+    pub fn resume_outputs(&self, ev: &Event, partial: Partial) -> Vec<OutputMatch> {
+        match self.outputs_from(ev, partial.matches, partial.next, None) {
+            Evaluation::Done(m) => m,
+            // Without a deadline the evaluation runs to the end.
+            Evaluation::Interrupted(p) => p.matches,
+        }
+    }
+
+    fn outputs_from(
+        &self,
+        ev: &Event,
+        mut out: Vec<OutputMatch>,
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Evaluation {
+        let next = self.each_match(ev, from, deadline, |c, r| {
+            out.push(OutputMatch {
+                rule: Arc::clone(r),
+                output: c.output.render_text(ev),
+            });
+        });
+        match next {
+            None => Evaluation::Done(out),
+            Some(next) => Evaluation::Interrupted(Partial { next, matches: out }),
+        }
+    }
+
+    /// Calls `f` with every enabled rule that matches the event, in load order, starting at
+    /// candidate `from`. With a deadline, stops between two candidates once it has passed
+    /// and answers the candidate to resume at.
+    fn each_match(
+        &self,
+        ev: &Event,
+        from: usize,
+        deadline: Option<Instant>,
+        mut f: impl FnMut(&Compiled, &Arc<RuleInfo>),
+    ) -> Option<usize> {
         let index = match ev.source() {
             Source::Syscall => &self.syscall,
             Source::K8sAudit => &self.audit,
@@ -266,22 +359,22 @@ impl RuleSet {
         };
         let mut cands = Vec::new();
         index.candidates(ev, &mut cands);
-        let mut out = Vec::new();
-        for i in cands {
-            let i = i as usize;
+        for (at, i) in cands.iter().enumerate().skip(from) {
+            if let Some(d) = deadline {
+                // Reading the clock costs about as much as a cheap rule: every few rules.
+                if at > from && (at - from) % DEADLINE_EVERY == 0 && Instant::now() >= d {
+                    return Some(at);
+                }
+            }
+            let i = *i as usize;
             let (Some(c), Some(r)) = (self.compiled.get(i), self.rules.get(i)) else {
                 continue;
             };
             if eval::eval(&c.expr, ev) {
-                let (output, output_fields) = c.output.render(ev);
-                out.push(Match {
-                    rule: Arc::clone(r),
-                    output,
-                    output_fields,
-                });
+                f(c, r);
             }
         }
-        out
+        None
     }
 
     /// Every rule (enabled or not), in load order.

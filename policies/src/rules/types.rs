@@ -283,6 +283,15 @@ pub struct Match {
     pub output_fields: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A matching rule and its rendered output, without the output fields (see
+/// [`crate::RuleSet::evaluate_outputs`]).
+#[derive(Debug, Clone)]
+pub struct OutputMatch {
+    pub rule: Arc<RuleInfo>,
+    /// The rendered output (without Falco's time and priority prefix).
+    pub output: String,
+}
+
 /// Where a problem was found in a rules file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemRef {
