@@ -147,18 +147,24 @@ fn reports_what_enforcement_did_and_would_have_done() {
     }
     let exec = post(&exec_review("u4", "mallory"));
     assert_eq!(exec["response"]["allowed"], false, "{exec:#}");
-    drop(webhook);
-    // The log's writer flushes as it drains; wait for the four lines.
+    // A detect rule: allowed with a warning; enforcing it would have denied.
+    let mut team = pod_review("u5", "prod", "web-4", "bob");
+    team["request"]["object"]["spec"]["hostNetwork"] = json!(false);
+    team["request"]["object"]["metadata"]["labels"] = json!({"team": "none"});
+    let team = post(&team);
+    assert_eq!(team["response"]["allowed"], true, "{team:#}");
+    // The log's writer flushes as it drains; wait for the five lines.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
         .count()
-        < 4
+        < 5
     {
         assert!(Instant::now() < deadline, "decision log incomplete");
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(webhook);
 
     // Alerts: a node alert whose kill was a dry-run (detect mode), one carried out, one
     // Falco alert (no mode, no actions), an old one, and a broken line.
@@ -213,7 +219,7 @@ fn reports_what_enforcement_did_and_would_have_done() {
         "{stderr}"
     );
     let doc: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(doc["decisions"], 4);
+    assert_eq!(doc["decisions"], 5);
     assert_eq!(doc["alerts"], 3);
     assert_eq!(doc["left_out_older"], 1);
     assert_eq!(doc["skipped_lines"], 1);
@@ -221,10 +227,16 @@ fn reports_what_enforcement_did_and_would_have_done() {
     let host = rule(&doc, "Host Network Pod");
     assert_eq!(host["matched"], 3);
     assert_eq!(host["denied"], 1);
-    assert_eq!(host["would_deny"], 2);
+    assert_eq!(host["would_deny"], 0);
+    assert_eq!(host["out_of_scope"], 2);
     assert_eq!(host["namespaces"], json!({"prod": 2, "staging-a": 1}));
     assert_eq!(host["users"], json!({"alice": 1, "bob": 2}));
     assert_eq!(host["modes"], json!({"detect": 2, "enforce": 1}));
+
+    let team = rule(&doc, "Pod Without Team Label");
+    assert_eq!(team["matched"], 1);
+    assert_eq!(team["would_deny"], 1);
+    assert_eq!(team["out_of_scope"], 0);
 
     let blocked = rule(&doc, "Exec By Blocked User");
     assert_eq!(blocked["denied"], 1);
@@ -246,7 +258,9 @@ fn reports_what_enforcement_did_and_would_have_done() {
     let (code, stdout, stderr) = report(&["--rule", "Host Network Pod", log.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("admission: denied 1, would have denied 2 more in enforce mode"),
+        stdout.contains(
+            "admission: denied 1, would have denied 0 more in enforce mode, 2 outside its enforcement scope"
+        ),
         "{stdout}"
     );
     assert!(

@@ -34,9 +34,13 @@ pub struct AdmissionDecision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleVerdict {
     pub rule: String,
-    /// `detect` or `enforce`.
+    /// `detect` or `enforce`: the mode it ran in.
     pub mode: String,
     pub output: String,
+    /// Why it ran in detect mode: the rule's mode, outside its enforcement scope (and why),
+    /// or the global detect-only switch. Absent when it enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,6 +124,10 @@ fn glob_hit(globs: &[String], s: &str) -> bool {
     })
 }
 
+/// [`scope_check`]'s reason when the scope selects on namespace labels the caller does not
+/// know (callers that know why may say more).
+pub const NAMESPACE_LABELS_UNKNOWN: &str = "the namespace's labels are not known";
+
 /// Ok when the event is inside the scope; else why not.
 pub fn scope_check(
     scope: &Scope,
@@ -150,7 +154,7 @@ pub fn scope_check(
     }
     if let Some(sel) = &scope.namespace_labels {
         match namespace_labels {
-            None => return Err("the namespace's labels are not known".into()),
+            None => return Err(NAMESPACE_LABELS_UNKNOWN.into()),
             Some(l) if !sel.matches(l) => return Err("the namespace's labels do not match".into()),
             _ => {}
         }

@@ -81,12 +81,28 @@ fn rule_names(hits: &[&RuleHit]) -> String {
 
 /// The effective mode of a hit.
 pub fn effective_mode(hit: &RuleHit, detect_only: bool) -> RuleMode {
-    if hit.mode == RuleMode::Enforce && hit.in_scope && !detect_only {
+    if hit.mode == RuleMode::Enforce && hit.in_scope() && !detect_only {
         RuleMode::Enforce
     } else {
         RuleMode::Detect
     }
 }
+
+/// Why a hit ran in detect mode (`None` when it enforced). Outside its scope comes first:
+/// there enforcing the rule would not deny either.
+fn detect_reason(hit: &RuleHit, detect_only: bool) -> Option<String> {
+    if let Some(why) = &hit.out_of_scope {
+        return Some(format!("{OUTSIDE_SCOPE}: {why}"));
+    }
+    match hit.mode {
+        RuleMode::Detect => Some("the rule's mode is detect".to_string()),
+        RuleMode::Enforce if detect_only => Some("the global detect-only switch is on".to_string()),
+        RuleMode::Enforce => None,
+    }
+}
+
+/// How the reason of a hit outside its enforcement scope starts.
+pub const OUTSIDE_SCOPE: &str = "outside its enforcement scope";
 
 fn base_decision(req: &ReviewRequest, now_ns: i64) -> AdmissionDecision {
     AdmissionDecision {
@@ -115,7 +131,7 @@ pub fn decide(req: &ReviewRequest, hits: &[RuleHit], detect_only: bool, now_ns: 
             RuleMode::Detect => detected.push(hit),
         }
     }
-    let all: Vec<&RuleHit> = hits.iter().filter(|h| h.in_scope).collect();
+    let all: Vec<&RuleHit> = hits.iter().filter(|h| h.in_scope()).collect();
     let would_response = if all.is_empty() {
         AdmissionResponse::allow(&req.uid)
     } else {
@@ -164,6 +180,7 @@ pub fn decide(req: &ReviewRequest, hits: &[RuleHit], detect_only: bool, now_ns: 
             rule: h.rule.clone(),
             mode: effective_mode(h, detect_only).as_str().to_string(),
             output: h.output.clone(),
+            reason: detect_reason(h, detect_only),
         })
         .collect();
     decision.message = response
@@ -239,7 +256,7 @@ mod tests {
             rule: rule.into(),
             priority: "Warning".into(),
             mode,
-            in_scope,
+            out_of_scope: (!in_scope).then(|| "namespace \"prod\" is excluded".to_string()),
             output: format!("{rule} output"),
         }
     }
@@ -264,7 +281,12 @@ mod tests {
         assert_eq!(d.response.audit_annotations["deny"], "Privileged");
         assert_eq!(d.decision.outcome, DecisionOutcome::Deny);
         assert_eq!(d.decision.rules[0].mode, "enforce");
+        assert_eq!(d.decision.rules[0].reason, None);
         assert_eq!(d.decision.rules[1].mode, "detect");
+        assert_eq!(
+            d.decision.rules[1].reason.as_deref(),
+            Some("the rule's mode is detect")
+        );
     }
 
     #[test]
@@ -276,6 +298,10 @@ mod tests {
         assert_eq!(d.decision.outcome, DecisionOutcome::Allow);
         assert_eq!(d.decision.would_outcome, DecisionOutcome::Deny);
         assert_eq!(d.decision.rules[0].mode, "detect");
+        assert_eq!(
+            d.decision.rules[0].reason.as_deref(),
+            Some("the global detect-only switch is on")
+        );
 
         // Outside its scope an enforcing rule only detects, and enforcement would not have
         // denied either.
@@ -284,6 +310,10 @@ mod tests {
         assert!(d.response.allowed);
         assert_eq!(d.response.warnings.len(), 1);
         assert_eq!(d.decision.would_outcome, DecisionOutcome::Allow);
+        assert_eq!(
+            d.decision.rules[0].reason.as_deref(),
+            Some("outside its enforcement scope: namespace \"prod\" is excluded")
+        );
     }
 
     #[test]

@@ -131,6 +131,7 @@ mod tests {
                 rule: "R".into(),
                 mode: "detect".into(),
                 output: "o".into(),
+                reason: Some("the rule's mode is detect".into()),
             }],
             message: None,
         };

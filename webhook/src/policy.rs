@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use policies::decision::scope_check;
+use policies::decision::{scope_check, NAMESPACE_LABELS_UNKNOWN};
 use policies::{Evaluation, Event, Mode, OutputMatch, RuleSet, Source};
 use serde_json::{Map, Value};
 
@@ -121,19 +121,26 @@ fn hits(matches: Vec<OutputMatch>, event: &Event, context: &ReviewContext<'_>) -
             // Namespace labels not known (no Kubernetes API, namespace not in the
             // store yet): a scope that selects on them leaves the event out of scope
             // (the rule detects).
-            let scope = scope_check(&settings.scope, namespace, &labels, namespace_labels);
+            let scope =
+                scope_check(&settings.scope, namespace, &labels, namespace_labels).map_err(|why| {
+                    match context.namespace_labels {
+                        NamespaceLabels::Unknown(unknown) if why == NAMESPACE_LABELS_UNKNOWN => {
+                            unknown.describe(namespace)
+                        }
+                        _ => why,
+                    }
+                });
             if let (Err(why), Mode::Enforce) = (&scope, settings.mode) {
                 match context.namespace_labels {
                     // Name why the labels are unknown (a namespace created a moment
                     // ago, a list not synced yet); running without the API was logged
                     // once at start.
                     NamespaceLabels::Unknown(
-                        unknown @ (UnknownNamespace::NotSynced | UnknownNamespace::NotInStore),
+                        UnknownNamespace::NotSynced | UnknownNamespace::NotInStore,
                     ) if settings.scope.namespace_labels.is_some() => {
                         tracing::info!(
                             rule = %m.rule.name,
                             reason = %why,
-                            namespace_labels = %unknown.describe(namespace),
                             "enforce rule only detects: outside its enforcement scope"
                         );
                     }
@@ -151,7 +158,7 @@ fn hits(matches: Vec<OutputMatch>, event: &Event, context: &ReviewContext<'_>) -
                     Mode::Enforce => RuleMode::Enforce,
                     Mode::Detect => RuleMode::Detect,
                 },
-                in_scope: scope.is_ok(),
+                out_of_scope: scope.err(),
                 output: m.output,
             }
         })

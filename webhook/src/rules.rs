@@ -41,11 +41,18 @@ pub struct RuleHit {
     pub priority: String,
     /// The mode the rule is configured with.
     pub mode: RuleMode,
-    /// Whether the review falls inside the rule's enforcement scope (namespaces, labels).
-    /// An `enforce` rule outside its scope only detects.
-    pub in_scope: bool,
+    /// Why the review falls outside the rule's enforcement scope (namespaces, labels), or
+    /// `None` when inside. An `enforce` rule outside its scope only detects.
+    pub out_of_scope: Option<String>,
     /// The rendered output.
     pub output: String,
+}
+
+impl RuleHit {
+    /// Whether the review falls inside the rule's enforcement scope.
+    pub fn in_scope(&self) -> bool {
+        self.out_of_scope.is_none()
+    }
 }
 
 /// Evaluation failed (an internal error, answered per the failure mode).

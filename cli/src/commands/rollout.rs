@@ -7,9 +7,10 @@
 //!
 //! - `matched`: reviews or events the rule matched;
 //! - `enforced`: admission denials it caused, and actions carried out (not dry-run);
-//! - `would enforce`: matches where it ran in detect mode (configured `detect`, outside its
-//!   enforcement scope, or the global detect-only switch) — each one a request that
-//!   enforcement would have denied — and dry-run actions;
+//! - `would enforce`: matches where it ran in detect mode (configured `detect`, or the
+//!   global detect-only switch) — each one a request that enforcement would have denied —
+//!   and dry-run actions; matches outside the rule's enforcement scope are counted apart
+//!   (enforcing the rule as scoped would not deny those);
 //! - where and by whom: the namespaces and users involved, most frequent first.
 //!
 //! A line that is neither shape is reported with its file and line number and skipped
@@ -135,8 +136,12 @@ struct RuleReport {
     matched: u64,
     /// Admission requests denied because of this rule.
     denied: u64,
-    /// Admission requests this rule matched in detect mode: enforcement would have denied them.
+    /// Admission requests this rule matched in detect mode (its mode, or the global
+    /// detect-only switch): enforcing it would have denied them.
     would_deny: u64,
+    /// Admission requests it matched outside its enforcement scope: enforcing it as scoped
+    /// would not have denied them either.
+    out_of_scope: u64,
     /// Actions carried out, by kind (and `failed` ones counted apart).
     actions: BTreeMap<String, u64>,
     actions_failed: u64,
@@ -193,8 +198,14 @@ impl Report {
             r.seen(d.time_ns);
             bump(&mut r.modes, &v.mode);
             bump(&mut r.sources, "k8s_admission");
+            let outside = v
+                .reason
+                .as_deref()
+                .is_some_and(|why| why.starts_with(webhook::decide::OUTSIDE_SCOPE));
             if v.mode == "enforce" && denied {
                 r.denied += 1;
+            } else if outside {
+                r.out_of_scope += 1;
             } else if v.mode == "detect" {
                 r.would_deny += 1;
             }
@@ -408,11 +419,11 @@ fn write_text(out: &mut dyn Write, r: &Report, args: &ReportArgs) -> std::io::Re
             format_ns(rr.last_ns),
             counts(&rr.modes)
         )?;
-        if rr.denied + rr.would_deny > 0 {
+        if rr.denied + rr.would_deny + rr.out_of_scope > 0 {
             writeln!(
                 out,
-                "  admission: denied {}, would have denied {} more in enforce mode",
-                rr.denied, rr.would_deny
+                "  admission: denied {}, would have denied {} more in enforce mode, {} outside its enforcement scope",
+                rr.denied, rr.would_deny, rr.out_of_scope
             )?;
         }
         if !rr.actions.is_empty() || !rr.would_actions.is_empty() || rr.actions_failed > 0 {

@@ -124,7 +124,8 @@ impl Rules for ScriptedRules {
                 } else {
                     RuleMode::Detect
                 },
-                in_scope: label("test.tether.io/scope").as_deref() != Some("out"),
+                out_of_scope: (label("test.tether.io/scope").as_deref() == Some("out"))
+                    .then(|| "scripted: out of scope".to_string()),
                 output: format!(
                     "scripted hit on {}/{} by {}",
                     request.namespace.clone().unwrap_or_default(),
@@ -142,7 +143,7 @@ impl Rules for ScriptedRules {
                 rule: "Scripted exec deny".into(),
                 priority: "Critical".into(),
                 mode: RuleMode::Enforce,
-                in_scope: true,
+                out_of_scope: None,
                 output: format!("exec {cmd0} by {}", request.username),
             });
         }
