@@ -182,7 +182,9 @@ fn reports_what_enforcement_did_and_would_have_done() {
                         "auditid": "", "command": ["sh"], "sourceips": [], "started_ns": 1,
                         "confidence": "exact"},
             "actions": [{"kind": "kill", "target": "pod/prod/web-2 pid/7", "dry_run": dry_run,
-                         "status": if dry_run { "skipped" } else { "done" }, "error": null}]
+                         "status": if dry_run { "skipped" } else { "done" }, "error": null},
+                        {"kind": "isolate", "target": "pod/prod/web-2 cgroup/1", "dry_run": dry_run,
+                         "status": "skipped", "reason": "already isolated"}]
         })
         .to_string()
     };
@@ -246,7 +248,8 @@ fn reports_what_enforcement_did_and_would_have_done() {
     let shell = rule(&doc, "Terminal shell in container");
     assert_eq!(shell["matched"], 2);
     assert_eq!(shell["actions"], json!({"kill": 1}));
-    assert_eq!(shell["would_actions"], json!({"kill": 1}));
+    assert_eq!(shell["would_actions"], json!({"isolate": 1, "kill": 1}));
+    assert_eq!(shell["actions_skipped"], 1);
     assert_eq!(shell["users"], json!({"carol": 2}));
 
     let falco = rule(&doc, "Read sensitive file untrusted");

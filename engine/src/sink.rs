@@ -66,6 +66,9 @@ pub struct ActionRecord {
     pub status: String,
     #[serde(default)]
     pub error: Option<String>,
+    /// How it was done, why it was skipped, or what it would have done (dry-run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Everything a sink carries.
@@ -161,6 +164,7 @@ mod tests {
             dry_run: true,
             status: "done".into(),
             error: None,
+            reason: None,
         })
         .unwrap();
         assert!(matches!(rx.try_recv(), Ok(Found::Session(s)) if s.id == "s"));
@@ -175,6 +179,7 @@ mod tests {
                 dry_run: false,
                 status: "done".into(),
                 error: None,
+                reason: None,
             }),
             Err(SinkError::Closed)
         ));

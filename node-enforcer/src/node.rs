@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::{ActionRecord, Sink};
-use policies::{Alert, Event, RuleSet, Scope, SyscallEvent};
+use policies::decision::scope_check;
+use policies::{Alert, AlertAction, Event, RuleSet, Scope, SyscallEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroups::CgroupResolver;
@@ -22,7 +23,7 @@ use crate::falco::Enricher;
 use crate::loader::{Enforcer, LoadError, LoaderOptions};
 use crate::metrics::Snapshot;
 use crate::pods::PodCache;
-use crate::posture::{self, RulePosture};
+use crate::posture::{self, Handling, RulePosture};
 use crate::prefilter::{self, Definitions, WriteFilter};
 use crate::proctable::ProcTable;
 
@@ -238,6 +239,7 @@ impl Node {
             tap: opts.tap.take(),
             snapshot: snapshot.clone(),
             hostname: opts.hostname.clone(),
+            node_name: opts.node_name.clone(),
         };
         let stop2 = stop.clone();
         let poll_ms = i32::try_from(opts.poll_ms).unwrap_or(10);
@@ -312,6 +314,7 @@ struct Pipeline {
     tap: Option<mpsc::Sender<SyscallEvent>>,
     snapshot: Arc<Mutex<Snapshot>>,
     hostname: String,
+    node_name: String,
 }
 
 #[derive(Default)]
@@ -399,48 +402,168 @@ impl Pipeline {
             return;
         };
         tally.events += 1;
-        if let KernelEvent::Exec {
-            killed: true,
-            deny_rule,
-            hdr,
-            ..
-        } = ev
-        {
-            let rule = self.rule_name(*deny_rule);
-            self.record_action(
-                tally,
-                "block",
-                &target_of(&sev, hdr.pid),
-                &rule,
-                false,
-                "done",
-                None,
-            );
-        }
+        // the rule whose kernel exec deny killed this exec
+        let killed_by = match ev {
+            KernelEvent::Exec {
+                killed: true,
+                deny_rule,
+                ..
+            } => Some(*deny_rule),
+            _ => None,
+        };
         if let Some(tap) = &self.tap {
             let _ = tap.send(sev.clone());
         }
-        let Some(rules) = self.rules.clone() else {
-            return;
-        };
-        let event = Event::from_syscall(sev);
-        for m in rules.evaluate(&event) {
-            *tally.alerts.entry(m.rule.name.clone()).or_default() += 1;
-            let alert = Alert::from_match(&m, &event, &self.hostname);
-            if let Some(out) = self.alerts.as_mut() {
-                match serde_json::to_string(&alert) {
-                    Ok(line) => {
-                        let _ = writeln!(out, "{line}");
-                    }
-                    Err(e) => {
-                        tracing::warn!(rule = %m.rule.name, error = %e, "alert not serializable")
+        let kill_target = killed_by.map(|_| target_of(&sev, ev.header().pid));
+        let mut kill_reported = false;
+        if let Some(rules) = self.rules.clone() {
+            let event = Event::from_syscall(sev);
+            for m in rules.evaluate(&event) {
+                *tally.alerts.entry(m.rule.name.clone()).or_default() += 1;
+                let mut alert = Alert::from_match(&m, &event, &self.hostname);
+                alert.actions = self.act(&m.rule.name, &m.rule.tether.scope, &event, ev, &alert);
+                for a in &alert.actions {
+                    self.record_action(tally, a, &m.rule.name);
+                }
+                if killed_by.is_some_and(|id| self.rule_id(&m.rule.name) == Some(id))
+                    && alert
+                        .actions
+                        .iter()
+                        .any(|a| !a.dry_run && a.status == "done")
+                {
+                    kill_reported = true;
+                }
+                if let Some(out) = self.alerts.as_mut() {
+                    match serde_json::to_string(&alert) {
+                        Ok(line) => {
+                            let _ = writeln!(out, "{line}");
+                        }
+                        Err(e) => {
+                            tracing::warn!(rule = %m.rule.name, error = %e, "alert not serializable")
+                        }
                     }
                 }
+                if let Err(e) = self.sink.alert(alert) {
+                    tracing::warn!(error = %e, "sink refused an alert");
+                }
             }
-            if let Err(e) = self.sink.alert(alert) {
-                tracing::warn!(error = %e, "sink refused an alert");
+        }
+        // A kill at exec whose rule raised no alert for it (no rules loaded, or the pins of
+        // an earlier run): still an action done, recorded on its own.
+        if let (Some(id), Some(target), false) = (killed_by, kill_target, kill_reported) {
+            let rule = self.rule_name(id);
+            let action = AlertAction {
+                kind: "block".into(),
+                target,
+                dry_run: false,
+                status: "done".into(),
+                error: None,
+                reason: Some(Handling::ExecDeny { lsm: false }.describe()),
+            };
+            self.record_action(tally, &action, &rule);
+        }
+    }
+
+    fn rule_id(&self, rule: &str) -> Option<u32> {
+        self.postures.get(rule).map(|p| p.rule_id)
+    }
+
+    /// Plans the actions of one match, carries out those that are the node's, and returns
+    /// them with their outcome, for the alert.
+    fn act(
+        &mut self,
+        rule: &str,
+        scope: &Scope,
+        event: &Event,
+        ev: &KernelEvent,
+        alert: &Alert,
+    ) -> Vec<AlertAction> {
+        let Some(sev) = event.syscall() else {
+            return Vec::new();
+        };
+        if self.postures.get(rule).is_none_or(|p| p.plan.is_empty()) {
+            return Vec::new();
+        }
+        let hdr = ev.header();
+        let killed_by = match ev {
+            KernelEvent::Exec {
+                killed: true,
+                deny_rule,
+                ..
+            } => Some(KilledBy {
+                rule_id: *deny_rule,
+                rule: self.rule_name(*deny_rule),
+            }),
+            _ => None,
+        };
+        let (planned, rule_id) = {
+            let Some(p) = self.postures.get(rule) else {
+                return Vec::new();
+            };
+            let facts = MatchFacts {
+                sev,
+                pid: hdr.pid,
+                cgroup_id: hdr.cgroup_id,
+                killed_by,
+                already_isolated: self.isolated.contains(&hdr.cgroup_id),
+                node_name: &self.node_name,
+                session_user: event.session().map(|s| s.user.as_str()),
+                alert: alert.uuid.to_string(),
+            };
+            (plan_actions(p, scope, &facts), p.rule_id)
+        };
+        let mut results: Vec<(Carry, Result<(), String>)> = Vec::new();
+        let mut out = Vec::with_capacity(planned.len());
+        for Planned { mut action, carry } in planned {
+            if let Some(c) = carry {
+                let result = match results.iter().find(|(x, _)| *x == c) {
+                    Some((_, r)) => r.clone(),
+                    None => {
+                        let r = self.carry_out(c, rule, rule_id, sev);
+                        results.push((c, r.clone()));
+                        r
+                    }
+                };
+                if let Err(e) = result {
+                    action.status = "failed".into();
+                    action.error = Some(e);
+                }
             }
-            self.enforce_after_match(&m.rule.name, &m.rule.tether.scope, &event, ev, tally);
+            out.push(action);
+        }
+        out
+    }
+
+    fn carry_out(
+        &mut self,
+        c: Carry,
+        rule: &str,
+        rule_id: u32,
+        sev: &SyscallEvent,
+    ) -> Result<(), String> {
+        match c {
+            Carry::Isolate { cgroup } => {
+                self.enforcer
+                    .isolate_cgroup(cgroup, rule_id)
+                    .map_err(|e| e.to_string())?;
+                self.isolated.insert(cgroup);
+                tracing::warn!(rule, cgroup, pod = %sev.k8s.pod_name, "pod network isolated in kernel");
+                Ok(())
+            }
+            Carry::Kill { pid } => {
+                let pid =
+                    libc::pid_t::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+                // SAFETY: kill has no memory-safety preconditions.
+                let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "kill({pid}, SIGKILL): {}",
+                        std::io::Error::last_os_error()
+                    ))
+                }
+            }
         }
     }
 
@@ -470,95 +593,225 @@ impl Pipeline {
         }
     }
 
-    fn enforce_after_match(
-        &mut self,
-        rule: &str,
-        scope: &Scope,
-        event: &Event,
-        ev: &KernelEvent,
-        tally: &mut Tally,
-    ) {
-        let Some(p) = self.postures.get(rule).cloned() else {
-            return;
-        };
-        let Some(sev) = event.syscall() else { return };
-        if p.mode != "enforce" {
-            return;
+    /// Hands one action to the sink as an `ActionRecord` (dry-run ones too) and counts it;
+    /// `tether_node_actions_total` counts the actions that were not dry-run.
+    fn record_action(&self, tally: &mut Tally, a: &AlertAction, rule: &str) {
+        if !a.dry_run {
+            *tally.actions.entry(a.kind.clone()).or_default() += 1;
         }
-        let hdr = ev.header();
-        let target = target_of(sev, hdr.pid);
-        if !in_scope(scope, &sev.k8s.ns_name, &sev.k8s.pod_labels) {
-            self.record_action(
-                tally,
-                "enforce",
-                &target,
-                rule,
-                true,
-                "skipped",
-                Some("outside the rule's scope".into()),
-            );
-            return;
-        }
-        if p.isolates && sev.container.id != "host" && !self.isolated.contains(&hdr.cgroup_id) {
-            let t = format!("cgroup/{}", hdr.cgroup_id);
-            match self.enforcer.isolate_cgroup(hdr.cgroup_id, p.rule_id) {
-                Ok(()) => {
-                    self.isolated.insert(hdr.cgroup_id);
-                    tracing::warn!(rule, cgroup = hdr.cgroup_id, pod = %sev.k8s.pod_name, "pod network isolated in kernel");
-                    self.record_action(tally, "isolate", &t, rule, false, "done", None);
-                }
-                Err(e) => self.record_action(
-                    tally,
-                    "isolate",
-                    &t,
-                    rule,
-                    false,
-                    "failed",
-                    Some(e.to_string()),
-                ),
-            }
-        }
-        let already_killed = matches!(ev, KernelEvent::Exec { killed: true, .. });
-        if p.kills_after_match && !already_killed && hdr.pid > 1 {
-            let pid = libc::pid_t::try_from(hdr.pid).unwrap_or(0);
-            // SAFETY: kill has no memory-safety preconditions.
-            let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-            if rc == 0 {
-                self.record_action(tally, "kill", &target, rule, false, "done", None);
-            } else {
-                let err = std::io::Error::last_os_error().to_string();
-                self.record_action(tally, "kill", &target, rule, false, "failed", Some(err));
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn record_action(
-        &self,
-        tally: &mut Tally,
-        kind: &str,
-        target: &str,
-        rule: &str,
-        dry_run: bool,
-        status: &str,
-        error: Option<String>,
-    ) {
-        *tally.actions.entry(kind.to_string()).or_default() += 1;
-        if status == "failed" {
+        if a.status == "failed" {
             tally.action_errors += 1;
         }
         let rec = ActionRecord {
             time_ns: now_ns(),
-            kind: kind.into(),
-            target: target.into(),
+            kind: a.kind.clone(),
+            target: a.target.clone(),
             rule: rule.into(),
-            dry_run,
-            status: status.into(),
-            error,
+            dry_run: a.dry_run,
+            status: a.status.clone(),
+            error: a.error.clone(),
+            reason: a.reason.clone(),
         };
         if let Err(e) = self.sink.action(rec) {
             tracing::warn!(error = %e, "sink refused an action record");
         }
+    }
+}
+
+/// Something the node does for an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carry {
+    Kill { pid: u32 },
+    Isolate { cgroup: u64 },
+}
+
+/// One action of a match, as it will appear on the alert; `carry`, when set, is carried out
+/// and turns a `done` into `failed` (with the error) when it fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Planned {
+    action: AlertAction,
+    carry: Option<Carry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KilledBy {
+    rule_id: u32,
+    rule: String,
+}
+
+/// What the planning of a match's actions needs to know about it.
+struct MatchFacts<'a> {
+    sev: &'a SyscallEvent,
+    pid: u32,
+    cgroup_id: u64,
+    /// The exec was killed in the kernel by this rule's exec deny.
+    killed_by: Option<KilledBy>,
+    /// The cgroup was isolated at an earlier match.
+    already_isolated: bool,
+    node_name: &'a str,
+    /// The user behind the exec session the process belongs to, when joined.
+    session_user: Option<&'a str>,
+    /// The alert's uuid.
+    alert: String,
+}
+
+/// Every action the rule asks for, for one match: what the node does (enforce, in scope),
+/// what it would have done (detect mode, outside the scope: dry-run, `skipped`), and what is
+/// left to the engine (dry-run, `skipped`). Nothing the rule asks for is left out.
+fn plan_actions(p: &RulePosture, scope: &Scope, f: &MatchFacts<'_>) -> Vec<Planned> {
+    let enforce = p.mode == "enforce";
+    let outside = if enforce {
+        scope_miss(scope, &f.sev.k8s.ns_name, &f.sev.k8s.pod_labels)
+    } else {
+        None
+    };
+    p.plan
+        .iter()
+        .map(|a| {
+            let target = target_for(&a.action, &a.handling, f);
+            if !enforce {
+                let reason = match &a.handling {
+                    Handling::Engine => format!("detect mode; {}", a.handling.describe()),
+                    h => format!("detect mode; in enforce mode: {}", h.describe()),
+                };
+                return dry(&a.action, target, reason);
+            }
+            if let Some(why) = &outside {
+                return dry(
+                    &a.action,
+                    target,
+                    format!("outside the rule's scope: {why}"),
+                );
+            }
+            enforce_one(p, &a.action, &a.handling, target, f)
+        })
+        .collect()
+}
+
+fn enforce_one(
+    p: &RulePosture,
+    action: &str,
+    handling: &Handling,
+    target: String,
+    f: &MatchFacts<'_>,
+) -> Planned {
+    // A failure's text is its error; any other note is its reason.
+    let action_of = |kind: &str, status: &str, note: Option<String>| {
+        let failed = status == "failed";
+        AlertAction {
+            kind: kind.into(),
+            target: target.clone(),
+            dry_run: false,
+            status: status.into(),
+            error: if failed { note.clone() } else { None },
+            reason: if failed { None } else { note },
+        }
+    };
+    let skipped = |why: String| Planned {
+        action: action_of(action, "skipped", Some(why)),
+        carry: None,
+    };
+    let instead = |kind: &str| (action != kind).then(|| format!("in place of {action}"));
+    match handling {
+        Handling::Engine => dry(action, target.clone(), handling.describe()),
+        Handling::Unavailable { why } => Planned {
+            action: action_of(action, "failed", Some(format!("not possible on this node: {why}"))),
+            carry: None,
+        },
+        Handling::ExecDeny { .. } => match &f.killed_by {
+            Some(k) if k.rule_id == p.rule_id => Planned {
+                action: action_of(action, "done", Some(handling.describe())),
+                carry: None,
+            },
+            Some(k) => skipped(format!(
+                "the process was already killed in the kernel at exec by rule \"{}\"",
+                k.rule
+            )),
+            None => Planned {
+                action: action_of(
+                    action,
+                    "failed",
+                    Some(format!(
+                        "not stopped: the kernel's exec deny of {} did not apply to this event ({} by {})",
+                        p.exec_deny.join(", "),
+                        f.sev.evt_type,
+                        f.sev.proc.name
+                    )),
+                ),
+                carry: None,
+            },
+        },
+        Handling::KillAfterMatch => match &f.killed_by {
+            Some(k) => skipped(format!(
+                "the process was already killed in the kernel at exec by rule \"{}\"",
+                k.rule
+            )),
+            None if f.pid <= 1 => skipped(format!("no process to kill (pid {})", f.pid)),
+            None => Planned {
+                action: action_of("kill", "done", instead("kill")),
+                carry: Some(Carry::Kill { pid: f.pid }),
+            },
+        },
+        Handling::Isolate => {
+            if f.sev.container.id == "host" {
+                skipped("a host process: there is no pod network to isolate".into())
+            } else if f.already_isolated {
+                skipped(format!(
+                    "already isolated: cgroup {} was cut at an earlier match",
+                    f.cgroup_id
+                ))
+            } else {
+                Planned {
+                    action: action_of("isolate", "done", instead("isolate")),
+                    carry: Some(Carry::Isolate {
+                        cgroup: f.cgroup_id,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn dry(kind: &str, target: String, reason: String) -> Planned {
+    Planned {
+        action: AlertAction {
+            kind: kind.into(),
+            target,
+            dry_run: true,
+            status: "skipped".into(),
+            error: None,
+            reason: Some(reason),
+        },
+        carry: None,
+    }
+}
+
+/// The object an action acts (or would act) on.
+fn target_for(action: &str, handling: &Handling, f: &MatchFacts<'_>) -> String {
+    let k8s = &f.sev.k8s;
+    let pod = if k8s.pod_name.is_empty() {
+        format!("container/{}", f.sev.container.id)
+    } else {
+        format!("pod/{}/{}", k8s.ns_name, k8s.pod_name)
+    };
+    let isolates = matches!(handling, Handling::Isolate) || action == "isolate";
+    match action {
+        _ if isolates => format!("{pod} cgroup/{}", f.cgroup_id),
+        "block" | "kill" => target_of(f.sev, f.pid),
+        "taint" | "cordon" => {
+            let node = if k8s.node_name.is_empty() {
+                f.node_name
+            } else {
+                k8s.node_name.as_str()
+            };
+            format!("node/{node}")
+        }
+        "deny-identity" => match f.session_user {
+            Some(u) if !u.is_empty() => format!("user/{u}"),
+            _ => "user/(unknown: no exec session joined to this process)".into(),
+        },
+        "notify" => format!("alert/{}", f.alert),
+        _ => pod,
     }
 }
 
@@ -583,61 +836,325 @@ pub fn in_scope(
     ns: &str,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> bool {
-    if scope.is_unrestricted() {
-        return true;
-    }
-    if !scope.namespaces.is_empty() && !scope.namespaces.iter().any(|g| glob(g, ns)) {
-        return false;
-    }
-    if scope.exclude_namespaces.iter().any(|g| glob(g, ns)) {
-        return false;
-    }
-    if let Some(sel) = &scope.object_labels {
-        if !sel.matches(labels) {
-            return false;
-        }
-    }
-    // namespace labels are not known on the node: a namespace_labels selector is not applied
-    true
+    scope_miss(scope, ns, labels).is_none()
 }
 
-/// `*` matches any run of characters; everything else is literal.
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == s;
+/// Why a namespace (empty for a host process) and pod labels are outside a rule's scope,
+/// or `None` when they are inside. The node does not know namespace labels: a
+/// `namespace_labels` selector is not applied here.
+pub fn scope_miss(
+    scope: &Scope,
+    ns: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    if scope.is_unrestricted() {
+        return None;
     }
-    let mut rest = s;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = rest.get(at + part.len()..).unwrap_or(""),
-                None => return false,
-            }
-        }
-    }
-    true
+    let ns = (!ns.is_empty()).then_some(ns);
+    let checked = if scope.namespace_labels.is_some() {
+        let without = Scope {
+            namespace_labels: None,
+            ..scope.clone()
+        };
+        scope_check(&without, ns, labels, None)
+    } else {
+        scope_check(scope, ns, labels, None)
+    };
+    checked.err()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::posture::ActionPlan;
+    use policies::{ContainerInfo, K8sInfo, ProcInfo};
+
+    fn posture(mode: &str, plan: &[(&str, Handling)]) -> RulePosture {
+        RulePosture {
+            rule: "R".into(),
+            rule_id: 3,
+            mode: mode.into(),
+            actions: plan.iter().map(|(a, _)| (*a).to_string()).collect(),
+            mechanisms: Vec::new(),
+            degraded: false,
+            warnings: Vec::new(),
+            exec_deny: vec!["nc".into()],
+            isolates: false,
+            kills_after_match: false,
+            plan: plan
+                .iter()
+                .map(|(a, h)| ActionPlan {
+                    action: (*a).to_string(),
+                    handling: h.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn event(ns: &str, pod: &str) -> SyscallEvent {
+        SyscallEvent {
+            evt_type: "execve".into(),
+            proc: ProcInfo {
+                pid: 42,
+                name: "nc".into(),
+                ..ProcInfo::default()
+            },
+            container: ContainerInfo {
+                id: if pod.is_empty() {
+                    "host".into()
+                } else {
+                    "0123456789ab".into()
+                },
+                ..ContainerInfo::default()
+            },
+            k8s: K8sInfo {
+                ns_name: ns.into(),
+                pod_name: pod.into(),
+                ..K8sInfo::default()
+            },
+            ..SyscallEvent::default()
+        }
+    }
+
+    fn facts(sev: &SyscallEvent) -> MatchFacts<'_> {
+        MatchFacts {
+            sev,
+            pid: 42,
+            cgroup_id: 77,
+            killed_by: None,
+            already_isolated: false,
+            node_name: "node-a",
+            session_user: None,
+            alert: "a-1".into(),
+        }
+    }
+
+    fn killed(rule_id: u32, rule: &str) -> Option<KilledBy> {
+        Some(KilledBy {
+            rule_id,
+            rule: rule.into(),
+        })
+    }
 
     #[test]
-    fn globs() {
-        assert!(glob("prod-*", "prod-eu"));
-        assert!(!glob("prod-*", "staging"));
-        assert!(glob("*", ""));
-        assert!(glob("a*b*c", "axxbyyc"));
-        assert!(!glob("a*b*c", "axxbyy"));
-        assert!(glob("kube-system", "kube-system"));
+    fn enforce_kill_at_exec_is_done_on_the_pod() {
+        let p = posture("enforce", &[("block", Handling::ExecDeny { lsm: false })]);
+        let sev = event("enf", "api-0");
+        let f = MatchFacts {
+            killed_by: killed(3, "R"),
+            ..facts(&sev)
+        };
+        let got = plan_actions(&p, &Scope::default(), &f);
+        assert_eq!(got.len(), 1);
+        let a = &got[0].action;
+        assert_eq!(
+            (
+                a.kind.as_str(),
+                a.target.as_str(),
+                a.dry_run,
+                a.status.as_str()
+            ),
+            ("block", "pod/enf/api-0 pid/42", false, "done")
+        );
+        assert!(
+            a.reason
+                .as_deref()
+                .is_some_and(|e| e.contains("SIGKILL in the kernel at exec")),
+            "{a:?}"
+        );
+        assert_eq!(got[0].carry, None, "the kernel already did it");
+    }
+
+    #[test]
+    fn exec_deny_of_another_rule_or_none_is_said() {
+        let p = posture("enforce", &[("kill", Handling::ExecDeny { lsm: false })]);
+        let sev = event("enf", "api-0");
+        let f = MatchFacts {
+            killed_by: killed(9, "Other"),
+            ..facts(&sev)
+        };
+        let a = &plan_actions(&p, &Scope::default(), &f)[0].action;
+        assert_eq!((a.status.as_str(), a.dry_run), ("skipped", false));
+        assert!(
+            a.reason.as_deref().unwrap().contains("rule \"Other\""),
+            "{a:?}"
+        );
+        let a = &plan_actions(&p, &Scope::default(), &facts(&sev))[0].action;
+        assert_eq!(a.status, "failed");
+        assert!(
+            a.error
+                .as_deref()
+                .unwrap()
+                .contains("exec deny of nc did not apply"),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn enforce_in_scope_carries_out_isolate_and_kill() {
+        let p = posture(
+            "enforce",
+            &[
+                ("isolate", Handling::Isolate),
+                ("block", Handling::KillAfterMatch),
+            ],
+        );
+        let sev = event("iso", "victim-0");
+        let got = plan_actions(&p, &Scope::default(), &facts(&sev));
+        assert_eq!(got[0].carry, Some(Carry::Isolate { cgroup: 77 }));
+        assert_eq!(got[0].action.kind, "isolate");
+        assert_eq!(got[0].action.target, "pod/iso/victim-0 cgroup/77");
+        assert_eq!(got[0].action.status, "done");
+        assert_eq!(got[1].carry, Some(Carry::Kill { pid: 42 }));
+        assert_eq!(got[1].action.kind, "kill", "the kill is what is done");
+        assert_eq!(got[1].action.reason.as_deref(), Some("in place of block"));
+        // the same pod again: isolated already; a host process has no pod network
+        let f = MatchFacts {
+            already_isolated: true,
+            ..facts(&sev)
+        };
+        let a = &plan_actions(&p, &Scope::default(), &f)[0];
+        assert_eq!((a.action.status.as_str(), a.carry), ("skipped", None));
+        assert!(a
+            .action
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("already isolated"));
+        let host = event("", "");
+        let a = &plan_actions(&p, &Scope::default(), &facts(&host))[0];
+        assert_eq!((a.action.status.as_str(), a.carry), ("skipped", None));
+        assert!(a.action.reason.as_deref().unwrap().contains("host process"));
+        // a process killed at exec is not killed again
+        let f = MatchFacts {
+            killed_by: killed(9, "Other"),
+            ..facts(&sev)
+        };
+        let a = &plan_actions(&p, &Scope::default(), &f)[1];
+        assert_eq!((a.action.status.as_str(), a.carry), ("skipped", None));
+    }
+
+    #[test]
+    fn detect_mode_lists_every_action_as_dry_run() {
+        let p = posture(
+            "detect",
+            &[
+                ("isolate", Handling::Isolate),
+                ("kill", Handling::KillAfterMatch),
+                ("block", Handling::ExecDeny { lsm: false }),
+                ("taint", Handling::Engine),
+                ("notify", Handling::Engine),
+            ],
+        );
+        let sev = event("det", "watched-0");
+        let f = MatchFacts {
+            killed_by: killed(3, "R"),
+            ..facts(&sev)
+        };
+        let got = plan_actions(&p, &Scope::default(), &f);
+        let kinds: Vec<&str> = got.iter().map(|x| x.action.kind.as_str()).collect();
+        assert_eq!(kinds, ["isolate", "kill", "block", "taint", "notify"]);
+        for x in &got {
+            assert_eq!(x.carry, None, "{x:?}");
+            assert!(x.action.dry_run, "{x:?}");
+            assert_eq!(x.action.status, "skipped");
+            assert!(
+                x.action
+                    .reason
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("detect mode"),
+                "{x:?}"
+            );
+        }
+        let targets: Vec<&str> = got.iter().map(|x| x.action.target.as_str()).collect();
+        assert_eq!(
+            targets,
+            [
+                "pod/det/watched-0 cgroup/77",
+                "pod/det/watched-0 pid/42",
+                "pod/det/watched-0 pid/42",
+                "node/node-a",
+                "alert/a-1"
+            ]
+        );
+        assert!(got[1]
+            .action
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("SIGKILL from user space"));
+        assert!(got[3]
+            .action
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("engine's responders"));
+    }
+
+    #[test]
+    fn enforce_outside_scope_is_skipped_with_the_reason() {
+        let p = posture(
+            "enforce",
+            &[
+                ("isolate", Handling::Isolate),
+                ("kill", Handling::KillAfterMatch),
+                ("deny-identity", Handling::Engine),
+            ],
+        );
+        let scope = Scope {
+            namespaces: vec!["prod-*".into()],
+            ..Scope::default()
+        };
+        let sev = event("dev", "web-0");
+        let f = MatchFacts {
+            session_user: Some("alice"),
+            ..facts(&sev)
+        };
+        let got = plan_actions(&p, &scope, &f);
+        assert_eq!(got.len(), 3);
+        for x in &got {
+            assert_eq!(x.carry, None, "{x:?}");
+            assert!(x.action.dry_run);
+            assert_eq!(x.action.status, "skipped");
+            let why = x.action.reason.as_deref().unwrap();
+            assert!(
+                why.starts_with("outside the rule's scope: namespace \"dev\""),
+                "{why}"
+            );
+        }
+        assert_eq!(got[2].action.target, "user/alice");
+        // in scope: the engine's actions are still listed, dry-run
+        let sev = event("prod-eu", "web-0");
+        let got = plan_actions(&p, &scope, &facts(&sev));
+        assert!(got[0].carry.is_some() && got[1].carry.is_some());
+        let e = &got[2].action;
+        assert!(e.dry_run && e.status == "skipped", "{e:?}");
+        assert!(e.reason.as_deref().unwrap().contains("not by the node"));
+        assert!(e.target.starts_with("user/(unknown"), "{e:?}");
+    }
+
+    #[test]
+    fn unavailable_action_fails_with_why_and_no_actions_give_none() {
+        let why = "isolate needs cgroup sock_addr programs, unavailable here: EPERM";
+        let p = posture(
+            "enforce",
+            &[(
+                "isolate",
+                Handling::Unavailable {
+                    why: why.to_string(),
+                },
+            )],
+        );
+        let sev = event("iso", "victim-0");
+        let got = plan_actions(&p, &Scope::default(), &facts(&sev));
+        assert_eq!(got[0].carry, None);
+        assert_eq!(got[0].action.status, "failed");
+        assert!(got[0].action.error.as_deref().unwrap().ends_with(why));
+        let p = posture("enforce", &[]);
+        assert!(plan_actions(&p, &Scope::default(), &facts(&sev)).is_empty());
+        let p = posture("detect", &[]);
+        assert!(plan_actions(&p, &Scope::default(), &facts(&sev)).is_empty());
     }
 
     #[test]
@@ -650,5 +1167,23 @@ mod tests {
         assert!(in_scope(&s, "prod-eu", &labels));
         assert!(!in_scope(&s, "prod-test", &labels));
         assert!(!in_scope(&s, "dev", &labels));
+        assert!(scope_miss(&s, "prod-test", &labels)
+            .unwrap()
+            .contains("excluded"));
+        // a host process has no namespace
+        assert!(scope_miss(&s, "", &labels)
+            .unwrap()
+            .contains("no namespace"));
+        // globs as the rule loader accepts them
+        s.namespaces = vec!["prod-[ab]".into()];
+        assert!(in_scope(&s, "prod-a", &labels));
+        assert!(!in_scope(&s, "prod-c", &labels));
+        // namespace labels are not known on the node: that selector is not applied
+        let s = Scope {
+            namespace_labels: Some(policies::LabelSelector::default()),
+            object_labels: None,
+            ..Scope::default()
+        };
+        assert!(in_scope(&s, "any", &labels));
     }
 }

@@ -42,6 +42,57 @@ pub struct RulePosture {
     pub isolates: bool,
     /// The rule kills the matching process from user space (after the match).
     pub kills_after_match: bool,
+    /// How each action the rule asks for is carried out here, in the rule's order. Filled
+    /// for `detect` rules too, with what `enforce` would do, so that their alerts can say
+    /// what would have happened; only `enforce` rules fill `exec_deny`, `isolates` and
+    /// `kills_after_match` (what is actually applied).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<ActionPlan>,
+}
+
+/// One action of a rule and how this node carries it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionPlan {
+    /// The action as the rule names it (`block`, `kill`, `isolate`, `taint`, ...).
+    pub action: String,
+    pub handling: Handling,
+}
+
+/// How the node carries out one action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Handling {
+    /// The kernel stops execs of the rule's `exec_deny` names: refused with EPERM by
+    /// `lsm/bprm_check_security` (`lsm`), else SIGKILL at `sched_process_exec`.
+    ExecDeny { lsm: bool },
+    /// SIGKILL of the matching process from user space, after the match.
+    KillAfterMatch,
+    /// The pod's cgroup is cut from the network in the kernel at the match.
+    Isolate,
+    /// Cannot be had on this kernel (the posture is degraded).
+    Unavailable { why: String },
+    /// Not the node's: the engine's responders carry it out.
+    Engine,
+}
+
+impl Handling {
+    /// What enforcement does with a matching event, in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Handling::ExecDeny { lsm: true } => {
+                "the exec refused in the kernel with EPERM (lsm/bprm_check_security)".into()
+            }
+            Handling::ExecDeny { lsm: false } => {
+                "SIGKILL in the kernel at exec (tp_btf/sched_process_exec), before the new image runs".into()
+            }
+            Handling::KillAfterMatch => "SIGKILL from user space after the match".into(),
+            Handling::Isolate => {
+                "the pod's cgroup cut from the network in the kernel (connect/sendmsg refused with EPERM)".into()
+            }
+            Handling::Unavailable { why } => format!("not possible on this node: {why}"),
+            Handling::Engine => "carried out by the engine's responders, not by the node".into(),
+        }
+    }
 }
 
 /// Postures of every `syscall` rule.
@@ -87,13 +138,41 @@ fn one(
         exec_deny: Vec::new(),
         isolates: false,
         kills_after_match: false,
+        plan: Vec::new(),
     };
-    if r.tether.mode == Mode::Detect || !r.enabled {
+    if !r.enabled {
         p.mechanisms.push("detect: alerts only".into());
         return p;
     }
+    enforcement(rules, r, caps, candidates, &mut p);
+    if r.tether.mode == Mode::Detect {
+        // Nothing is applied for a detect rule: only the plan stays, for its alerts'
+        // dry-run actions.
+        return RulePosture {
+            mechanisms: vec!["detect: alerts only".into()],
+            degraded: false,
+            warnings: Vec::new(),
+            exec_deny: Vec::new(),
+            isolates: false,
+            kills_after_match: false,
+            ..p
+        };
+    }
+    p
+}
+
+/// Fills the mechanisms, warnings and plan of `p` as if the rule enforced.
+fn enforcement(
+    rules: &RuleSet,
+    r: &RuleInfo,
+    caps: &Capabilities,
+    candidates: &BTreeSet<String>,
+    p: &mut RulePosture,
+) {
     let wants = |a: ActionKind| r.tether.actions.contains(&a);
     let cond = r.condition.as_str();
+    // how block and kill are had (one mechanism serves both)
+    let mut stop = Handling::KillAfterMatch;
     if wants(ActionKind::Block) || wants(ActionKind::Kill) {
         let names = exec_names(rules, r, candidates, cond);
         match names {
@@ -103,37 +182,44 @@ fn one(
                     p.mechanisms.push(format!(
                         "block: kernel deny at exec (lsm/bprm_check_security, EPERM) of {list}"
                     ));
+                    stop = Handling::ExecDeny { lsm: true };
                 } else if caps.send_signal.is_available() {
                     p.mechanisms.push(format!(
                         "block: kernel SIGKILL at exec (tp_btf/sched_process_exec, before the new image runs) of {list}; BPF LSM unavailable: {}",
                         caps.bpf_lsm.reason().unwrap_or("refused")
                     ));
+                    stop = Handling::ExecDeny { lsm: false };
                 } else {
                     p.degraded = true;
-                    p.warnings.push(format!(
+                    let why = format!(
                         "exec block needs BPF LSM or bpf_send_signal, both unavailable ({}; {})",
                         caps.bpf_lsm.reason().unwrap_or(""),
                         caps.send_signal.reason().unwrap_or("")
-                    ));
+                    );
+                    p.warnings.push(why.clone());
+                    stop = Handling::Unavailable { why };
                 }
                 p.exec_deny = names.into_iter().collect();
             }
             ExecNames::Exact(_) | ExecNames::None => {
                 if mentions_network(cond) {
-                    isolate_posture(&mut p, caps, "block (network)");
+                    stop = isolate_posture(p, caps, "block (network)");
                 } else if mentions_file(cond) {
-                    if caps.bpf_lsm.is_available() {
-                        p.mechanisms.push("block: file writes refused by lsm/file_open where the rule names path prefixes; otherwise kill after match".into());
-                        p.kills_after_match = true;
+                    // A rule's condition is not compiled into `lsm/file_open` path denies:
+                    // only a condition that is exactly "write-open below these prefixes"
+                    // could be, and a prefix deny for anything less exact would refuse
+                    // writes the rule allows. Say so on every kernel.
+                    p.degraded = true;
+                    p.kills_after_match = true;
+                    p.warnings.push(if caps.bpf_lsm.is_available() {
+                        "file-write block is not compiled into lsm/file_open from rule conditions: the writer is killed after the match instead, the write is not prevented".to_string()
                     } else {
-                        p.degraded = true;
-                        p.kills_after_match = true;
-                        p.warnings.push(format!(
+                        format!(
                             "file-write block needs BPF LSM (lsm/file_open), unavailable here: {}; the writer is killed after the match instead, the write is not prevented",
                             caps.bpf_lsm.reason().unwrap_or("refused")
-                        ));
-                        p.mechanisms.push("kill: SIGKILL from user space after the match (the write already happened)".into());
-                    }
+                        )
+                    });
+                    p.mechanisms.push("kill: SIGKILL from user space after the match (the write already happened)".into());
                 } else {
                     p.kills_after_match = true;
                     if wants(ActionKind::Block) {
@@ -158,35 +244,45 @@ fn one(
             }
         }
     }
-    if wants(ActionKind::Isolate) {
-        isolate_posture(&mut p, caps, "isolate");
-    }
+    let isolate = if wants(ActionKind::Isolate) {
+        isolate_posture(p, caps, "isolate")
+    } else {
+        Handling::Isolate
+    };
     for a in &r.tether.actions {
-        if !matches!(
-            a,
-            ActionKind::Block | ActionKind::Kill | ActionKind::Isolate
-        ) {
-            p.mechanisms.push(format!(
-                "{}: carried out by the engine's responders, not in the kernel",
-                a.as_str()
-            ));
-        }
+        let handling = match a {
+            ActionKind::Block | ActionKind::Kill => stop.clone(),
+            ActionKind::Isolate => isolate.clone(),
+            _ => {
+                p.mechanisms.push(format!(
+                    "{}: carried out by the engine's responders, not in the kernel",
+                    a.as_str()
+                ));
+                Handling::Engine
+            }
+        };
+        p.plan.push(ActionPlan {
+            action: a.as_str().to_string(),
+            handling,
+        });
     }
-    p
 }
 
-fn isolate_posture(p: &mut RulePosture, caps: &Capabilities, what: &str) {
+fn isolate_posture(p: &mut RulePosture, caps: &Capabilities, what: &str) -> Handling {
     if caps.cgroup_sock_addr.is_available() {
         p.isolates = true;
         p.mechanisms.push(format!(
             "{what}: the pod's cgroup is cut in the kernel at the first match (cgroup connect4/connect6/sendmsg4/sendmsg6 refuse with EPERM)"
         ));
+        Handling::Isolate
     } else {
         p.degraded = true;
-        p.warnings.push(format!(
+        let why = format!(
             "{what} needs cgroup sock_addr programs, unavailable here: {}",
             caps.cgroup_sock_addr.reason().unwrap_or("refused")
-        ));
+        );
+        p.warnings.push(why.clone());
+        Handling::Unavailable { why }
     }
 }
 
@@ -368,4 +464,160 @@ fn candidate_names() -> BTreeSet<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Probe;
+
+    fn caps(send_signal: bool, sock_addr: bool) -> Capabilities {
+        let probe = |ok: bool| {
+            if ok {
+                Probe::Available
+            } else {
+                Probe::Unavailable {
+                    reason: "refused (EPERM)".into(),
+                }
+            }
+        };
+        Capabilities {
+            bpf_lsm: probe(false),
+            tp_btf: probe(true),
+            cgroup_sock_addr: probe(sock_addr),
+            send_signal: probe(send_signal),
+            syscall_tracepoints: probe(true),
+        }
+    }
+
+    const RULES: &str = r#"
+- rule: Netcat
+  desc: d
+  condition: evt.type = execve and container.id != host and proc.name = nc
+  output: o
+  priority: WARNING
+  source: syscall
+  tether: {mode: MODE, actions: [block, isolate, taint]}
+- rule: Touch in det
+  desc: d
+  condition: evt.type = execve and proc.name = touch and k8s.ns.name = "det"
+  output: o
+  priority: WARNING
+  source: syscall
+  tether: {mode: MODE, actions: [kill]}
+- rule: Quiet
+  desc: d
+  condition: evt.type = execve and proc.name = ls
+  output: o
+  priority: WARNING
+  source: syscall
+"#;
+
+    fn postures(mode: &str, c: &Capabilities) -> Vec<RulePosture> {
+        let text = RULES.replace("MODE", mode);
+        let rs =
+            RuleSet::from_texts(&[("r.yaml".to_string(), text)]).unwrap_or_else(|e| panic!("{e}"));
+        compute(&rs, c)
+    }
+
+    fn handlings(p: &RulePosture) -> Vec<(&str, &Handling)> {
+        p.plan
+            .iter()
+            .map(|a| (a.action.as_str(), &a.handling))
+            .collect()
+    }
+
+    #[test]
+    fn file_write_block_is_degraded_with_or_without_lsm() {
+        let text = r#"
+- rule: Write below etc
+  desc: d
+  condition: evt.type in (open, openat) and evt.is_open_write = true and fd.name startswith /etc/
+  output: o
+  priority: ERROR
+  source: syscall
+  tether: {mode: enforce, actions: [block]}
+"#;
+        let rs = RuleSet::from_texts(&[("r.yaml".to_string(), text.to_string())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut with_lsm = caps(true, true);
+        with_lsm.bpf_lsm = Probe::Available;
+        for (c, says) in [
+            (with_lsm, "not compiled into lsm/file_open"),
+            (
+                caps(true, true),
+                "needs BPF LSM (lsm/file_open), unavailable here",
+            ),
+        ] {
+            let p = &compute(&rs, &c)[0];
+            assert!(p.degraded && p.kills_after_match, "{p:?}");
+            assert!(p.warnings.iter().any(|w| w.contains(says)), "{p:?}");
+            assert!(
+                p.mechanisms.iter().all(|m| !m.contains("refused by lsm")),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn enforce_rules_plan_and_apply() {
+        let ps = postures("enforce", &caps(true, true));
+        assert_eq!(ps[0].exec_deny, ["nc"]);
+        assert!(ps[0].isolates && !ps[0].degraded, "{:?}", ps[0]);
+        assert_eq!(
+            handlings(&ps[0]),
+            [
+                ("block", &Handling::ExecDeny { lsm: false }),
+                ("isolate", &Handling::Isolate),
+                ("taint", &Handling::Engine)
+            ]
+        );
+        // the namespace test keeps the verdict from the name alone: killed after the match
+        assert!(ps[1].kills_after_match && ps[1].exec_deny.is_empty());
+        assert_eq!(handlings(&ps[1]), [("kill", &Handling::KillAfterMatch)]);
+        assert!(ps[2].plan.is_empty());
+    }
+
+    #[test]
+    fn detect_rules_plan_what_enforce_would_do_and_apply_nothing() {
+        let ps = postures("detect", &caps(true, true));
+        for p in &ps {
+            assert!(
+                p.exec_deny.is_empty() && !p.isolates && !p.kills_after_match,
+                "{p:?}"
+            );
+            assert!(!p.degraded && p.warnings.is_empty(), "{p:?}");
+            assert_eq!(p.mechanisms, ["detect: alerts only"]);
+        }
+        assert_eq!(
+            handlings(&ps[0]),
+            [
+                ("block", &Handling::ExecDeny { lsm: false }),
+                ("isolate", &Handling::Isolate),
+                ("taint", &Handling::Engine)
+            ]
+        );
+        assert_eq!(handlings(&ps[1]), [("kill", &Handling::KillAfterMatch)]);
+    }
+
+    #[test]
+    fn what_cannot_be_had_is_degraded_and_planned_as_unavailable() {
+        let ps = postures("enforce", &caps(false, false));
+        let p = &ps[0];
+        assert!(p.degraded, "{p:?}");
+        assert_eq!(p.warnings.len(), 2, "{p:?}");
+        assert!(
+            matches!(&p.plan[0].handling, Handling::Unavailable { why } if why.contains("bpf_send_signal"))
+        );
+        assert!(
+            matches!(&p.plan[1].handling, Handling::Unavailable { why } if why.contains("sock_addr"))
+        );
+        // in detect mode the same rule is not degraded: nothing is asked of the kernel
+        let ps = postures("detect", &caps(false, false));
+        assert!(!ps[0].degraded);
+        assert!(matches!(
+            &ps[0].plan[1].handling,
+            Handling::Unavailable { .. }
+        ));
+    }
 }

@@ -19,7 +19,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use engine::{ChannelSink, Found, SinkReceiver};
@@ -419,7 +419,24 @@ struct Running {
     node: Option<Node>,
     rx: SinkReceiver,
     tap: mpsc::Receiver<SyscallEvent>,
+    /// What the enforcer wrote as alert JSON lines.
+    alerts: SharedBuf,
     _watch: tokio_util::sync::CancellationToken,
+}
+
+/// An alert writer the test reads back.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn rules(text: &str) -> Arc<RuleSet> {
@@ -454,11 +471,14 @@ fn start_node_hook(
     opts.rules = rules_text.map(rules);
     opts.pods = cache;
     opts.tap = Some(tx);
+    let alerts = SharedBuf::default();
+    opts.alerts = Some(Box::new(alerts.clone()));
     let node = Node::start(opts, Arc::new(sink)).unwrap_or_else(|e| panic!("node start: {e}"));
     Running {
         node: Some(node),
         rx,
         tap,
+        alerts,
         _watch: watch,
     }
 }
@@ -491,6 +511,28 @@ impl Running {
             n.stop();
         }
     }
+
+    /// The complete alert JSON lines written so far, parsed, of rule `rule`.
+    fn alert_lines(&self, rule: &str) -> Vec<serde_json::Value> {
+        let bytes = self.alerts.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+        complete
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("alert line {l:?}: {e}"))
+            })
+            .filter(|a| a["rule"] == rule)
+            .collect()
+    }
+}
+
+/// The `actions` of an alert line.
+fn actions(alert: &serde_json::Value) -> &Vec<serde_json::Value> {
+    alert["actions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("alert without actions: {alert}"))
 }
 
 /// A loopback server that answers and closes every connection, counting them.
@@ -704,11 +746,14 @@ fn write_prefilter(w: &mut World) {
     opts.definitions = Definitions::from_texts(&files).unwrap();
     opts.pods = cache;
     opts.tap = Some(tx);
+    let alerts = SharedBuf::default();
+    opts.alerts = Some(Box::new(alerts.clone()));
     let node = Node::start(opts, Arc::new(sink)).unwrap_or_else(|e| panic!("node start: {e}"));
     let mut run = Running {
         node: Some(node),
         rx,
         tap,
+        alerts,
         _watch: watch,
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -815,6 +860,27 @@ fn enforce_exec_fallback(w: &mut World) {
     assert!(found
         .iter()
         .any(|f| matches!(f, Found::Alert(a) if a.rule == "Netcat in container")));
+    // the alert line says what was done: the kernel's kill at exec, on the pod
+    let lines = run.alert_lines("Netcat in container");
+    assert!(!lines.is_empty(), "no alert line for the killed exec");
+    for a in &lines {
+        let acts = actions(a);
+        assert_eq!(acts.len(), 1, "{a}");
+        let act = &acts[0];
+        assert_eq!(
+            (&act["kind"], &act["dry_run"], &act["status"]),
+            (&"block".into(), &false.into(), &"done".into()),
+            "{a}"
+        );
+        let target = act["target"].as_str().unwrap();
+        assert!(target.starts_with("pod/enf/api-0 pid/"), "{target}");
+        assert!(
+            act["reason"]
+                .as_str()
+                .is_some_and(|n| n.contains("SIGKILL in the kernel at exec")),
+            "the mechanism is not named: {act}"
+        );
+    }
     // host processes are not watched: nc on the host runs
     let host = Command::new("busybox")
         .args(["nc", "-h"])
@@ -836,14 +902,24 @@ const ISOLATE_RULES: &str = r#"
     mode: enforce
     actions: [isolate]
 - rule: Trigger file touched (detect)
-  desc: the same in detect mode, for the pods of namespace det
+  desc: the same in detect mode, for the pods of namespace det; a sleep too
+  condition: evt.type = execve and container.id != host and proc.name in (touch, sleep) and k8s.ns.name = "det"
+  output: trigger in %k8s.pod.name (%proc.cmdline)
+  priority: WARNING
+  source: syscall
+  tether:
+    mode: detect
+    actions: [isolate, kill]
+- rule: Trigger file touched (scoped)
+  desc: enforced, but only in namespace iso (the pods of det are outside its scope)
   condition: evt.type = execve and container.id != host and proc.name = touch and k8s.ns.name = "det"
   output: trigger in %k8s.pod.name
   priority: WARNING
   source: syscall
   tether:
-    mode: detect
-    actions: [isolate]
+    mode: enforce
+    actions: [isolate, kill]
+    scope: { namespaces: [iso] }
 "#;
 
 fn isolate_and_detect(w: &mut World) {
@@ -881,6 +957,13 @@ fn isolate_and_detect(w: &mut World) {
     let (_, out) = w.exec(d, &get);
     assert!(out.contains("rc=0"), "detect mode cut the network: {out}");
     assert_eq!(l.accepted(Duration::from_millis(300)), 2);
+    // a detect rule that asks for kill: the process lives on
+    let (_, out) = w.exec(d, "/bin/sleep 1; echo rc=$?");
+    assert!(
+        out.contains("rc=0"),
+        "detect mode killed the process: {out}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
     let denied = run.events(Duration::from_secs(1), |e| {
         e.evt_type == "connect" && e.args.contains_key("denied")
     });
@@ -894,15 +977,93 @@ fn isolate_and_detect(w: &mut World) {
     let isolations: Vec<_> = found
         .iter()
         .filter_map(|f| match f {
-            Found::Action(a) if a.kind == "isolate" => Some(a),
+            Found::Action(a) if a.kind == "isolate" && !a.dry_run => Some(a),
             _ => None,
         })
         .collect();
     assert_eq!(isolations.len(), 1, "{isolations:?}");
-    assert_eq!(isolations[0].target, format!("cgroup/{}", w.cgroup_id(a)));
+    let victim = format!("pod/iso/victim-0 cgroup/{}", w.cgroup_id(a));
+    assert_eq!(isolations[0].target, victim);
+    assert_eq!(isolations[0].rule, "Trigger file touched");
     assert!(found
         .iter()
         .any(|f| matches!(f, Found::Alert(al) if al.rule == "Trigger file touched (detect)")));
+    // the dry-run actions reach the sink too, and nothing else was done for det
+    let det_actions: Vec<_> = found
+        .iter()
+        .filter_map(|f| match f {
+            Found::Action(x) if x.rule != "Trigger file touched" => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert!(det_actions.len() >= 6, "{det_actions:?}");
+    assert!(
+        det_actions
+            .iter()
+            .all(|x| x.dry_run && x.status == "skipped"),
+        "{det_actions:?}"
+    );
+    // the alert lines: done for the victim ...
+    let lines = run.alert_lines("Trigger file touched");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        actions(&lines[0]),
+        &vec![
+            serde_json::json!({"kind": "isolate", "target": victim, "dry_run": false, "status": "done", "error": null})
+        ]
+    );
+    // ... what enforcement would have done in detect mode, on the watched pod ...
+    let watched = format!("pod/det/watched-0 cgroup/{}", w.cgroup_id(d));
+    let lines = run.alert_lines("Trigger file touched (detect)");
+    let cmds: Vec<&str> = lines
+        .iter()
+        .filter_map(|a| a["output_fields"]["proc.cmdline"].as_str())
+        .collect();
+    assert!(
+        cmds.iter().any(|c| c.starts_with("touch")) && cmds.iter().any(|c| c.starts_with("sleep")),
+        "{cmds:?}"
+    );
+    for a in &lines {
+        let acts = actions(a);
+        let kinds: Vec<&str> = acts.iter().filter_map(|x| x["kind"].as_str()).collect();
+        assert_eq!(kinds, ["isolate", "kill"], "{a}");
+        for x in acts {
+            assert_eq!(
+                (&x["dry_run"], &x["status"]),
+                (&true.into(), &"skipped".into()),
+                "{x}"
+            );
+            assert!(
+                x["reason"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("detect mode")),
+                "{x}"
+            );
+        }
+        assert_eq!(acts[0]["target"], watched.as_str(), "{a}");
+        let kill_target = acts[1]["target"].as_str().unwrap();
+        assert!(
+            kill_target.starts_with("pod/det/watched-0 pid/"),
+            "{kill_target}"
+        );
+    }
+    // ... and why an enforce rule did nothing outside its scope
+    let lines = run.alert_lines("Trigger file touched (scoped)");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let acts = actions(&lines[0]);
+    assert_eq!(acts.len(), 2, "{acts:?}");
+    for x in acts {
+        assert_eq!(
+            (&x["dry_run"], &x["status"]),
+            (&true.into(), &"skipped".into()),
+            "{x}"
+        );
+        let why = x["reason"].as_str().unwrap_or_default();
+        assert!(
+            why.starts_with("outside the rule's scope: namespace \"det\""),
+            "{x}"
+        );
+    }
     let snap = run.node.as_ref().unwrap().snapshot();
     assert!(snap.kernel.net_denied >= 1);
     run.stop();

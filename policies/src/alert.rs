@@ -36,7 +36,11 @@ pub struct AlertAction {
     pub dry_run: bool,
     /// `done`, `failed`, `skipped`.
     pub status: String,
+    /// What went wrong, when `failed`.
     pub error: Option<String>,
+    /// How it was done, why it was skipped, or what it would have done (dry-run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Set on alerts raised by a sequence: which sequence, the join key, and the alerts (by

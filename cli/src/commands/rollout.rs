@@ -145,6 +145,8 @@ struct RuleReport {
     /// Actions carried out, by kind (and `failed` ones counted apart).
     actions: BTreeMap<String, u64>,
     actions_failed: u64,
+    /// Actions not needed in enforce mode (already done by an earlier match or another rule).
+    actions_skipped: u64,
     /// Actions recorded as dry-run (detect mode or out of scope), by kind.
     would_actions: BTreeMap<String, u64>,
     namespaces: BTreeMap<String, u64>,
@@ -236,10 +238,13 @@ impl Report {
             },
         );
         for action in &a.actions {
-            if action.dry_run || action.status == "skipped" {
+            if action.dry_run {
                 bump(&mut r.would_actions, &action.kind);
             } else if action.status == "failed" {
                 r.actions_failed += 1;
+            } else if action.status == "skipped" {
+                // e.g. already isolated, already killed at exec by another rule
+                r.actions_skipped += 1;
             } else {
                 bump(&mut r.actions, &action.kind);
             }
@@ -426,12 +431,16 @@ fn write_text(out: &mut dyn Write, r: &Report, args: &ReportArgs) -> std::io::Re
                 rr.denied, rr.would_deny, rr.out_of_scope
             )?;
         }
-        if !rr.actions.is_empty() || !rr.would_actions.is_empty() || rr.actions_failed > 0 {
+        if !rr.actions.is_empty()
+            || !rr.would_actions.is_empty()
+            || rr.actions_failed + rr.actions_skipped > 0
+        {
             writeln!(
                 out,
-                "  actions: done {}; failed {}; would have done (dry-run) {}",
+                "  actions: done {}; failed {}; not needed {}; would have done (dry-run) {}",
                 counts(&rr.actions),
                 rr.actions_failed,
+                rr.actions_skipped,
                 counts(&rr.would_actions)
             )?;
         }
