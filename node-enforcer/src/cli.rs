@@ -187,13 +187,18 @@ fn run_node(args: RunArgs) -> ExitCode {
         let client = rt.block_on(kube::Client::try_default());
         match client {
             Ok(c) => {
+                rt.spawn(pods::watch_namespaces(
+                    c.clone(),
+                    cache.clone(),
+                    shutdown.clone(),
+                ));
                 rt.spawn(pods::watch_pods(
                     c,
                     node_name.clone(),
                     cache.clone(),
                     shutdown.clone(),
                 ));
-                tracing::info!(node = %node_name, "watching this node's pods");
+                tracing::info!(node = %node_name, "watching this node's pods and the namespaces' labels");
             }
             Err(e) => {
                 eprintln!("tether node: no Kubernetes client ({e}); pass --kube off to use cgroup paths alone");

@@ -3,7 +3,7 @@
 //! hands alerts and actions to the engine's sink, and enforces what the kernel cannot decide
 //! alone (isolation of a matching pod's cgroup, a kill after a match).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::{ActionRecord, Sink};
-use policies::decision::scope_check;
+use policies::decision::{scope_check, NAMESPACE_LABELS_UNKNOWN};
 use policies::{Alert, AlertAction, Event, RuleSet, Scope, SyscallEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -506,6 +506,7 @@ impl Pipeline {
                 cgroup_id: hdr.cgroup_id,
                 killed_by,
                 already_isolated: self.isolated.contains(&hdr.cgroup_id),
+                namespace_labels: self.namespace_labels_for(scope, &sev.k8s.ns_name),
                 node_name: &self.node_name,
                 session_user: event.session().map(|s| s.user.as_str()),
                 alert: alert.uuid.to_string(),
@@ -575,13 +576,31 @@ impl Pipeline {
             .unwrap_or_else(|| format!("rule #{id}"))
     }
 
+    /// The labels of `ns` when `scope` selects on them (else not looked up).
+    fn namespace_labels_for(
+        &self,
+        scope: &Scope,
+        ns: &str,
+    ) -> Result<Arc<BTreeMap<String, String>>, String> {
+        if scope.namespace_labels.is_none() || ns.is_empty() {
+            return Err(String::new());
+        }
+        self.enricher.pods.namespace_labels(ns)
+    }
+
     fn apply_scoped(&mut self, cg: u64, tally: &mut Tally) {
         let (container, k8s) = self.enricher.container_of(cg);
         if container.id == "host" {
             return;
         }
         for (p, scope) in &self.scoped {
-            if !in_scope(scope, &k8s.ns_name, &k8s.pod_labels) {
+            let ns_labels = self.namespace_labels_for(scope, &k8s.ns_name);
+            if !in_scope(
+                scope,
+                &k8s.ns_name,
+                &k8s.pod_labels,
+                ns_labels.as_deref().map_err(String::as_str),
+            ) {
                 continue;
             }
             for name in &p.exec_deny {
@@ -648,6 +667,9 @@ struct MatchFacts<'a> {
     killed_by: Option<KilledBy>,
     /// The cgroup was isolated at an earlier match.
     already_isolated: bool,
+    /// The labels of the event's namespace, or why they are not known (read only when the
+    /// rule's scope selects on them).
+    namespace_labels: Result<Arc<BTreeMap<String, String>>, String>,
     node_name: &'a str,
     /// The user behind the exec session the process belongs to, when joined.
     session_user: Option<&'a str>,
@@ -661,7 +683,12 @@ struct MatchFacts<'a> {
 fn plan_actions(p: &RulePosture, scope: &Scope, f: &MatchFacts<'_>) -> Vec<Planned> {
     let enforce = p.mode == "enforce";
     let outside = if enforce {
-        scope_miss(scope, &f.sev.k8s.ns_name, &f.sev.k8s.pod_labels)
+        scope_miss(
+            scope,
+            &f.sev.k8s.ns_name,
+            &f.sev.k8s.pod_labels,
+            f.namespace_labels.as_deref().map_err(String::as_str),
+        )
     } else {
         None
     };
@@ -830,37 +857,38 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Whether a rule's scope covers a namespace and pod labels.
+/// Whether a rule's scope covers a namespace, its labels and the pod's labels.
 pub fn in_scope(
     scope: &Scope,
     ns: &str,
-    labels: &std::collections::BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+    namespace_labels: Result<&BTreeMap<String, String>, &str>,
 ) -> bool {
-    scope_miss(scope, ns, labels).is_none()
+    scope_miss(scope, ns, labels, namespace_labels).is_none()
 }
 
-/// Why a namespace (empty for a host process) and pod labels are outside a rule's scope,
-/// or `None` when they are inside. The node does not know namespace labels: a
-/// `namespace_labels` selector is not applied here.
+/// Why a namespace (empty for a host process), its labels and pod labels are outside a
+/// rule's scope, or `None` when they are inside. Namespace labels that are not known (`Err`
+/// with why, from the namespace watch) leave a `namespace_labels` selector unmatched: the
+/// rule then only detects, as in the webhook.
 pub fn scope_miss(
     scope: &Scope,
     ns: &str,
-    labels: &std::collections::BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+    namespace_labels: Result<&BTreeMap<String, String>, &str>,
 ) -> Option<String> {
     if scope.is_unrestricted() {
         return None;
     }
     let ns = (!ns.is_empty()).then_some(ns);
-    let checked = if scope.namespace_labels.is_some() {
-        let without = Scope {
-            namespace_labels: None,
-            ..scope.clone()
-        };
-        scope_check(&without, ns, labels, None)
-    } else {
-        scope_check(scope, ns, labels, None)
-    };
-    checked.err()
+    scope_check(scope, ns, labels, namespace_labels.ok())
+        .err()
+        .map(|why| match namespace_labels {
+            Err(unknown) if why == NAMESPACE_LABELS_UNKNOWN && !unknown.is_empty() => {
+                unknown.to_string()
+            }
+            _ => why,
+        })
 }
 
 #[cfg(test)]
@@ -923,6 +951,7 @@ mod tests {
             cgroup_id: 77,
             killed_by: None,
             already_isolated: false,
+            namespace_labels: Err(String::new()),
             node_name: "node-a",
             session_user: None,
             alert: "a-1".into(),
@@ -1160,30 +1189,49 @@ mod tests {
     #[test]
     fn scopes() {
         let mut s = Scope::default();
-        let labels = std::collections::BTreeMap::new();
-        assert!(in_scope(&s, "any", &labels));
+        let labels = BTreeMap::new();
+        let no_ns = Err("");
+        assert!(in_scope(&s, "any", &labels, no_ns));
         s.namespaces = vec!["prod-*".into()];
         s.exclude_namespaces = vec!["prod-test".into()];
-        assert!(in_scope(&s, "prod-eu", &labels));
-        assert!(!in_scope(&s, "prod-test", &labels));
-        assert!(!in_scope(&s, "dev", &labels));
-        assert!(scope_miss(&s, "prod-test", &labels)
+        assert!(in_scope(&s, "prod-eu", &labels, no_ns));
+        assert!(!in_scope(&s, "prod-test", &labels, no_ns));
+        assert!(!in_scope(&s, "dev", &labels, no_ns));
+        assert!(scope_miss(&s, "prod-test", &labels, no_ns)
             .unwrap()
             .contains("excluded"));
         // a host process has no namespace
-        assert!(scope_miss(&s, "", &labels)
+        assert!(scope_miss(&s, "", &labels, no_ns)
             .unwrap()
             .contains("no namespace"));
         // globs as the rule loader accepts them
         s.namespaces = vec!["prod-[ab]".into()];
-        assert!(in_scope(&s, "prod-a", &labels));
-        assert!(!in_scope(&s, "prod-c", &labels));
-        // namespace labels are not known on the node: that selector is not applied
+        assert!(in_scope(&s, "prod-a", &labels, no_ns));
+        assert!(!in_scope(&s, "prod-c", &labels, no_ns));
+    }
+
+    #[test]
+    fn namespace_label_scopes_need_the_labels() {
         let s = Scope {
-            namespace_labels: Some(policies::LabelSelector::default()),
-            object_labels: None,
+            namespace_labels: Some(policies::LabelSelector {
+                match_labels: BTreeMap::from([("tether.io/enforce".into(), "true".into())]),
+                match_expressions: Vec::new(),
+            }),
             ..Scope::default()
         };
-        assert!(in_scope(&s, "any", &labels));
+        let pod = BTreeMap::new();
+        let enforced = BTreeMap::from([("tether.io/enforce".to_string(), "true".to_string())]);
+        let open = BTreeMap::new();
+        assert!(in_scope(&s, "team-a", &pod, Ok(&enforced)));
+        assert!(scope_miss(&s, "team-b", &pod, Ok(&open))
+            .unwrap()
+            .contains("do not match"));
+        // unknown labels: out of scope (the rule only detects), saying why
+        let why = "the labels of namespace \"team-c\" are not known: the namespace watch has not synced yet";
+        assert_eq!(
+            scope_miss(&s, "team-c", &pod, Err(why)).as_deref(),
+            Some(why)
+        );
+        assert!(!in_scope(&s, "", &pod, Err("")));
     }
 }

@@ -1,11 +1,12 @@
 //! Pod metadata for this node from the Kubernetes API: a kube-rs watch of the pods whose
-//! `spec.nodeName` is this node, kept in a cache keyed by pod uid.
+//! `spec.nodeName` is this node, kept in a cache keyed by pod uid; and a watch of the
+//! namespaces' labels, for rules scoped with `tether.scope.namespace_labels`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::watcher;
 use kube::Api;
 use tokio_util::sync::CancellationToken;
@@ -32,10 +33,22 @@ pub struct PodMeta {
     pub containers: HashMap<String, ContainerMeta>,
 }
 
-/// The shared cache the watch fills and the event pipeline reads.
+/// Namespace labels, as far as the namespace watch knows them.
+#[derive(Debug, Default)]
+enum NamespaceState {
+    /// No watch runs (no Kubernetes API).
+    #[default]
+    NoWatch,
+    /// The watch runs; its first list has not arrived.
+    NotSynced,
+    Synced(HashMap<String, Arc<BTreeMap<String, String>>>),
+}
+
+/// The shared cache the watches fill and the event pipeline reads.
 #[derive(Debug, Clone, Default)]
 pub struct PodCache {
     inner: Arc<RwLock<HashMap<String, Arc<PodMeta>>>>,
+    namespaces: Arc<RwLock<NamespaceState>>,
 }
 
 impl PodCache {
@@ -71,6 +84,56 @@ impl PodCache {
         }
     }
 
+    /// The labels of namespace `ns`, or why they are not known.
+    pub fn namespace_labels(&self, ns: &str) -> Result<Arc<BTreeMap<String, String>>, String> {
+        let state = self
+            .namespaces
+            .read()
+            .map_err(|_| "the namespace store is unreadable".to_string())?;
+        match &*state {
+            NamespaceState::NoWatch => Err(format!(
+                "the labels of namespace \"{ns}\" are not known: no namespace watch (no Kubernetes API)"
+            )),
+            NamespaceState::NotSynced => Err(format!(
+                "the labels of namespace \"{ns}\" are not known: the namespace watch has not synced yet"
+            )),
+            NamespaceState::Synced(m) => m.get(ns).cloned().ok_or_else(|| {
+                format!("the labels of namespace \"{ns}\" are not known: the namespace is not in the namespace store")
+            }),
+        }
+    }
+
+    fn namespaces_watched(&self) {
+        if let Ok(mut st) = self.namespaces.write() {
+            if matches!(*st, NamespaceState::NoWatch) {
+                *st = NamespaceState::NotSynced;
+            }
+        }
+    }
+
+    fn namespaces_replace(&self, all: &[Namespace]) {
+        let fresh = all.iter().filter_map(namespace_entry).collect();
+        if let Ok(mut st) = self.namespaces.write() {
+            *st = NamespaceState::Synced(fresh);
+        }
+    }
+
+    fn namespace_upsert(&self, n: &Namespace) {
+        if let (Some((name, labels)), Ok(mut st)) = (namespace_entry(n), self.namespaces.write()) {
+            if let NamespaceState::Synced(m) = &mut *st {
+                m.insert(name, labels);
+            }
+        }
+    }
+
+    fn namespace_remove(&self, n: &Namespace) {
+        if let (Some(name), Ok(mut st)) = (n.metadata.name.as_deref(), self.namespaces.write()) {
+            if let NamespaceState::Synced(m) = &mut *st {
+                m.remove(name);
+            }
+        }
+    }
+
     fn replace(&self, pods: &[Pod]) {
         let fresh: HashMap<String, Arc<PodMeta>> = pods
             .iter()
@@ -81,6 +144,14 @@ impl PodCache {
             *m = fresh;
         }
     }
+}
+
+fn namespace_entry(n: &Namespace) -> Option<(String, Arc<BTreeMap<String, String>>)> {
+    let name = n.metadata.name.clone()?;
+    Some((
+        name,
+        Arc::new(n.metadata.labels.clone().unwrap_or_default()),
+    ))
 }
 
 /// Splits `registry/repo:tag` (or `repo@sha256:...`) into repository and tag.
@@ -198,6 +269,38 @@ pub async fn watch_pods(
     }
 }
 
+/// Watches every namespace's labels until `shutdown`, keeping `cache` current (RBAC: list
+/// and watch namespaces). Until the first list arrives, namespace labels are "not synced".
+pub async fn watch_namespaces(client: kube::Client, cache: PodCache, shutdown: CancellationToken) {
+    cache.namespaces_watched();
+    let api: Api<Namespace> = Api::all(client);
+    let mut buffer: Vec<Namespace> = Vec::new();
+    let stream = watcher(api, watcher::Config::default());
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            n = stream.next() => n,
+        };
+        match next {
+            None => return,
+            Some(Ok(watcher::Event::Init)) => buffer.clear(),
+            Some(Ok(watcher::Event::InitApply(n))) => buffer.push(n),
+            Some(Ok(watcher::Event::InitDone)) => {
+                cache.namespaces_replace(&buffer);
+                tracing::info!(namespaces = buffer.len(), "namespace watch synced");
+                buffer.clear();
+            }
+            Some(Ok(watcher::Event::Apply(n))) => cache.namespace_upsert(&n),
+            Some(Ok(watcher::Event::Delete(n))) => cache.namespace_remove(&n),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "namespace watch error; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +345,35 @@ mod tests {
         assert_eq!(cache.get("u-1").unwrap().name, "web-0");
         cache.remove(&pod);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn namespace_labels_say_why_they_are_unknown() {
+        let ns = |name: &str, labels: serde_json::Value| -> Namespace {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": labels}
+            }))
+            .unwrap()
+        };
+        let cache = PodCache::new();
+        assert!(cache
+            .namespace_labels("prod")
+            .unwrap_err()
+            .contains("no namespace watch"));
+        cache.namespaces_watched();
+        assert!(cache
+            .namespace_labels("prod")
+            .unwrap_err()
+            .contains("has not synced yet"));
+        cache.namespaces_replace(&[ns("prod", serde_json::json!({"tier": "prod"}))]);
+        assert_eq!(cache.namespace_labels("prod").unwrap()["tier"], "prod");
+        assert!(cache
+            .namespace_labels("dev")
+            .unwrap_err()
+            .contains("not in the namespace store"));
+        cache.namespace_upsert(&ns("dev", serde_json::json!({})));
+        assert!(cache.namespace_labels("dev").unwrap().is_empty());
+        cache.namespace_remove(&ns("prod", serde_json::json!({})));
+        assert!(cache.namespace_labels("prod").is_err());
     }
 }
