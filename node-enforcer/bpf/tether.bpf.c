@@ -27,7 +27,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define O_TRUNC 01000
 #define S_ISUID 04000
 #define S_ISGID 02000
-#define FMODE_WRITE 0x2
 
 /* x86_64 syscall numbers of interest */
 #define NR_open 2
@@ -127,16 +126,6 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sensitive_paths SEC(".maps");
-
-/* path prefixes whose write-opens are refused (LSM file_open only) */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
-	__type(key, struct tether_path_key);
-	__type(value, __u32);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} deny_write SEC(".maps");
 
 /* the write-open prefilter, compiled from the rules: absolute paths with one of these
  * prefixes (write_prefixes) or suffixes (write_suffixes, keyed by the reversed path) are
@@ -992,31 +981,3 @@ int BPF_PROG(tether_lsm_exec, struct linux_binprm *bprm, int ret)
 	return lsm_exec_verdict(bprm);
 }
 
-static __always_inline int lsm_open_verdict(struct file *file)
-{
-	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
-		return 0;
-	struct tether_config *c = cfg();
-	if (!c || !is_watched(c, bpf_get_current_cgroup_id()))
-		return 0;
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch_key, &zero);
-	if (!s)
-		return 0;
-	struct tether_path_key *k = &s->k;
-	long n = bpf_d_path((struct path *)&file->f_path, k->path, sizeof(k->path));
-	if (n <= 1)
-		return 0;
-	k->prefixlen = (n - 1) * 8;
-	if (bpf_map_lookup_elem(&deny_write, k))
-		return -EPERM;
-	return 0;
-}
-
-SEC("lsm/file_open")
-int BPF_PROG(tether_lsm_file_open, struct file *file, int ret)
-{
-	if (ret != 0)
-		return ret;
-	return lsm_open_verdict(file);
-}

@@ -64,7 +64,7 @@ pub enum LoadError {
 #[derive(Debug, Clone, Serialize)]
 pub struct Attachment {
     pub program: String,
-    /// `tp_btf/sched_process_exec`, `raw_tp/sys_enter`, `cgroup/connect4`, `lsm/file_open`...
+    /// `tp_btf/sched_process_exec`, `raw_tp/sys_enter`, `cgroup/connect4`, `lsm/bprm_check_security`...
     pub hook: String,
     /// `attached` now, `adopted` (pinned link of an earlier run, same build), or `unavailable`.
     pub state: String,
@@ -159,7 +159,7 @@ impl SyscallCapture {
             );
             if !self.not_implemented.is_empty() {
                 s.push_str(&format!(
-                    "; not implemented by this kernel: {}",
+                    "; syscalls this kernel does not provide: {}",
                     self.not_implemented.join(", ")
                 ));
             }
@@ -287,7 +287,6 @@ fn programs(capture: &SyscallCapture) -> Vec<Prog> {
             Kind::Lsm("bprm_check_security"),
             Need::Lsm,
         ),
-        p("tether_lsm_file_open", Kind::Lsm("file_open"), Need::Lsm),
     ]);
     v
 }
@@ -323,7 +322,6 @@ pub struct Enforcer {
     isolated: BpfHashMap<MapData, u64, u32>,
     sessions: BpfHashMap<MapData, u32, u64>,
     sensitive: LpmTrie<MapData, abi::PathKeyData, u32>,
-    deny_write: LpmTrie<MapData, abi::PathKeyData, u32>,
     write_prefixes: LpmTrie<MapData, abi::PathKeyData, u32>,
     write_suffixes: LpmTrie<MapData, abi::PathKeyData, u32>,
 }
@@ -556,8 +554,6 @@ impl Enforcer {
             .map_err(|e| map_err("session_tags", &e))?;
         let sensitive = LpmTrie::try_from(take(&mut ebpf, "sensitive_paths")?)
             .map_err(|e| map_err("sensitive_paths", &e))?;
-        let deny_write = LpmTrie::try_from(take(&mut ebpf, "deny_write")?)
-            .map_err(|e| map_err("deny_write", &e))?;
         let write_prefixes = LpmTrie::try_from(take(&mut ebpf, "write_prefixes")?)
             .map_err(|e| map_err("write_prefixes", &e))?;
         let write_suffixes = LpmTrie::try_from(take(&mut ebpf, "write_suffixes")?)
@@ -613,7 +609,6 @@ impl Enforcer {
             isolated,
             sessions,
             sensitive,
-            deny_write,
             write_prefixes,
             write_suffixes,
         })
@@ -786,23 +781,6 @@ impl Enforcer {
             .set(0, cfg, 0)
             .map_err(|e| map_err("settings", &e))
     }
-
-    /// Write-opens below this prefix are refused (LSM `file_open`; only where LSM loads).
-    pub fn deny_write_prefix(&mut self, prefix: &str, rule_id: u32) -> Result<(), LoadError> {
-        if !self.caps.bpf_lsm.is_available() {
-            return Err(LoadError::Map {
-                map: "deny_write".into(),
-                what: format!(
-                    "file-write deny needs BPF LSM, unavailable here: {}",
-                    self.caps.bpf_lsm.reason().unwrap_or("refused")
-                ),
-            });
-        }
-        let (bits, data) = path_key(prefix)?;
-        self.deny_write
-            .insert(&LpmKey::new(bits, data), rule_id, 0)
-            .map_err(|e| map_err("deny_write", &e))
-    }
 }
 
 /// The first 8 bytes of every sensitive prefix, for the kernel's cheap rejection of
@@ -851,7 +829,7 @@ impl ReadHeads {
 }
 
 /// Key and value sizes of the pinned maps as this build lays them out (`bpf/tether.bpf.c`).
-fn map_layouts() -> [(&'static str, usize, usize); 12] {
+fn map_layouts() -> [(&'static str, usize, usize); 11] {
     use std::mem::size_of;
     let path_key = 4 + size_of::<abi::PathKeyData>();
     [
@@ -867,7 +845,6 @@ fn map_layouts() -> [(&'static str, usize, usize); 12] {
         ("isolated_cgrps", 8, 4),
         ("session_tags", 4, 8),
         ("sensitive_paths", path_key, 4),
-        ("deny_write", path_key, 4),
         ("write_prefixes", path_key, 4),
         ("write_suffixes", path_key, 4),
         ("pending_task", 4, size_of::<u32>() * 2 + 8 * 6),

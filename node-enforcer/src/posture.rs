@@ -205,20 +205,20 @@ fn enforcement(
                 if mentions_network(cond) {
                     stop = isolate_posture(p, caps, "block (network)");
                 } else if mentions_file(cond) {
-                    // A rule's condition is not compiled into `lsm/file_open` path denies:
-                    // only a condition that is exactly "write-open below these prefixes"
-                    // could be, and a prefix deny for anything less exact would refuse
-                    // writes the rule allows. Say so on every kernel.
+                    // Rule conditions are not compiled into an in-kernel file-write deny
+                    // (it would need BPF LSM `file_open`, and only a condition that is
+                    // exactly "write-open below these prefixes" could become one: a prefix
+                    // deny for anything less exact would refuse writes the rule allows).
+                    // Say so on every kernel.
                     p.degraded = true;
                     p.kills_after_match = true;
-                    p.warnings.push(if caps.bpf_lsm.is_available() {
-                        "file-write block is not compiled into lsm/file_open from rule conditions: the writer is killed after the match instead, the write is not prevented".to_string()
-                    } else {
-                        format!(
-                            "file-write block needs BPF LSM (lsm/file_open), unavailable here: {}; the writer is killed after the match instead, the write is not prevented",
-                            caps.bpf_lsm.reason().unwrap_or("refused")
-                        )
-                    });
+                    p.warnings.push(format!(
+                        "file-write block is not compiled into the kernel (it would need BPF LSM file_open{}): the writer is killed after the match instead, the write is not prevented",
+                        caps.bpf_lsm
+                            .reason()
+                            .map(|r| format!(", unavailable here: {r}"))
+                            .unwrap_or_default()
+                    ));
                     p.mechanisms.push("kill: SIGKILL from user space after the match (the write already happened)".into());
                 } else {
                     p.kills_after_match = true;
@@ -543,10 +543,13 @@ mod tests {
         let mut with_lsm = caps(true, true);
         with_lsm.bpf_lsm = Probe::Available;
         for (c, says) in [
-            (with_lsm, "not compiled into lsm/file_open"),
+            (
+                with_lsm,
+                "not compiled into the kernel (it would need BPF LSM file_open)",
+            ),
             (
                 caps(true, true),
-                "needs BPF LSM (lsm/file_open), unavailable here",
+                "file_open, unavailable here: refused (EPERM)",
             ),
         ] {
             let p = &compute(&rs, &c)[0];

@@ -42,7 +42,7 @@ impl Probe {
 /// What the kernel accepts, probed at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
-    /// BPF LSM programs (`lsm/bprm_check_security`, `lsm/file_open`): exec and file-write deny.
+    /// BPF LSM programs (`lsm/bprm_check_security`): exec deny with EPERM.
     pub bpf_lsm: Probe,
     /// BTF-typed raw tracepoints (`tp_btf`): process lifecycle.
     pub tp_btf: Probe,
