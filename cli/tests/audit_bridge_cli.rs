@@ -1,22 +1,22 @@
 //! `tether audit-bridge` end to end: a tailed audit log in, Falco JSON alert lines out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tether-audit-bridge-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory, removed when the test ends.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tether-audit-bridge-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn without_a_source_it_says_what_to_give() {
     let out = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["audit-bridge", "--state-dir"])
-        .arg(scratch("nosource"))
+        .arg(scratch("nosource").path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -26,7 +26,8 @@ fn without_a_source_it_says_what_to_give() {
 
 #[test]
 fn tails_a_file_and_writes_falco_alerts() {
-    let dir = scratch("file");
+    let scratch_dir = scratch("file");
+    let dir = scratch_dir.path();
     let log = dir.join("audit.log");
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/apiserver-captures/audit-audit-log-pods-exec-RequestResponse.jsonl"),
