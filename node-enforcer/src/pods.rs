@@ -232,17 +232,21 @@ fn pod_meta(pod: &Pod) -> Option<PodMeta> {
     })
 }
 
-/// Watches the pods scheduled on `node_name` until `shutdown`, keeping `cache` current.
-/// Errors of the watch are logged and retried with backoff by the watcher.
-pub async fn watch_pods(
-    client: kube::Client,
-    node_name: String,
-    cache: PodCache,
+/// Follows one kube-rs watch until `shutdown`: `sync` gets the whole list at every (re)list,
+/// `apply` and `delete` each later change. Errors are logged and retried after a second (the
+/// watcher re-lists as needed).
+async fn follow<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    what: &str,
     shutdown: CancellationToken,
-) {
-    let api: Api<Pod> = Api::all(client);
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let mut buffer: Vec<Pod> = Vec::new();
+    mut sync: impl FnMut(&[K]),
+    mut apply: impl FnMut(&K),
+    mut delete: impl FnMut(&K),
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut buffer: Vec<K> = Vec::new();
     let stream = watcher(api, cfg);
     let mut stream = std::pin::pin!(stream);
     loop {
@@ -253,52 +257,57 @@ pub async fn watch_pods(
         match next {
             None => return,
             Some(Ok(watcher::Event::Init)) => buffer.clear(),
-            Some(Ok(watcher::Event::InitApply(p))) => buffer.push(p),
+            Some(Ok(watcher::Event::InitApply(o))) => buffer.push(o),
             Some(Ok(watcher::Event::InitDone)) => {
-                cache.replace(&buffer);
-                tracing::info!(node = %node_name, pods = buffer.len(), "pod watch synced");
+                sync(&buffer);
+                tracing::info!(watch = what, objects = buffer.len(), "watch synced");
                 buffer.clear();
             }
-            Some(Ok(watcher::Event::Apply(p))) => cache.upsert(&p),
-            Some(Ok(watcher::Event::Delete(p))) => cache.remove(&p),
+            Some(Ok(watcher::Event::Apply(o))) => apply(&o),
+            Some(Ok(watcher::Event::Delete(o))) => delete(&o),
             Some(Err(e)) => {
-                tracing::warn!(node = %node_name, error = %e, "pod watch error; retrying");
+                tracing::warn!(watch = what, error = %e, "watch error; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
     }
 }
 
+/// Watches the pods scheduled on `node_name` until `shutdown`, keeping `cache` current.
+/// Errors of the watch are logged and retried with backoff by the watcher.
+pub async fn watch_pods(
+    client: kube::Client,
+    node_name: String,
+    cache: PodCache,
+    shutdown: CancellationToken,
+) {
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    follow(
+        Api::<Pod>::all(client),
+        cfg,
+        &format!("pods of node {node_name}"),
+        shutdown,
+        |all| cache.replace(all),
+        |p| cache.upsert(p),
+        |p| cache.remove(p),
+    )
+    .await;
+}
+
 /// Watches every namespace's labels until `shutdown`, keeping `cache` current (RBAC: list
 /// and watch namespaces). Until the first list arrives, namespace labels are "not synced".
 pub async fn watch_namespaces(client: kube::Client, cache: PodCache, shutdown: CancellationToken) {
     cache.namespaces_watched();
-    let api: Api<Namespace> = Api::all(client);
-    let mut buffer: Vec<Namespace> = Vec::new();
-    let stream = watcher(api, watcher::Config::default());
-    let mut stream = std::pin::pin!(stream);
-    loop {
-        let next = tokio::select! {
-            () = shutdown.cancelled() => return,
-            n = stream.next() => n,
-        };
-        match next {
-            None => return,
-            Some(Ok(watcher::Event::Init)) => buffer.clear(),
-            Some(Ok(watcher::Event::InitApply(n))) => buffer.push(n),
-            Some(Ok(watcher::Event::InitDone)) => {
-                cache.namespaces_replace(&buffer);
-                tracing::info!(namespaces = buffer.len(), "namespace watch synced");
-                buffer.clear();
-            }
-            Some(Ok(watcher::Event::Apply(n))) => cache.namespace_upsert(&n),
-            Some(Ok(watcher::Event::Delete(n))) => cache.namespace_remove(&n),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "namespace watch error; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-    }
+    follow(
+        Api::<Namespace>::all(client),
+        watcher::Config::default(),
+        "namespaces",
+        shutdown,
+        |all| cache.namespaces_replace(all),
+        |n| cache.namespace_upsert(n),
+        |n| cache.namespace_remove(n),
+    )
+    .await;
 }
 
 #[cfg(test)]
