@@ -213,81 +213,46 @@ enum Need {
 /// The programs to attach: the lifecycle, network and LSM ones, and the syscall programs of
 /// `capture`.
 fn programs(capture: &SyscallCapture) -> Vec<Prog> {
-    let p = |name: &str, kind: Kind, needs: Need| Prog {
-        name: name.to_string(),
-        kind,
-        needs,
-    };
-    let mut v = vec![
-        p(
-            "tether_exec",
-            Kind::TpBtf("sched_process_exec"),
-            Need::Always,
-        ),
-        p(
-            "tether_fork",
-            Kind::TpBtf("sched_process_fork"),
-            Need::Always,
-        ),
-        p(
-            "tether_exit",
-            Kind::TpBtf("sched_process_exit"),
-            Need::Always,
-        ),
-        p(
-            "tether_cgroup_mkdir",
-            Kind::TpBtf("cgroup_mkdir"),
-            Need::Always,
-        ),
+    let p = |name: String, kind: Kind, needs: Need| Prog { name, kind, needs };
+    // lifecycle: program tether_NAME on tp_btf/HOOK
+    let lifecycle = [
+        ("exec", "sched_process_exec"),
+        ("fork", "sched_process_fork"),
+        ("exit", "sched_process_exit"),
+        ("cgroup_mkdir", "cgroup_mkdir"),
     ];
+    let mut v: Vec<Prog> = lifecycle
+        .into_iter()
+        .map(|(n, tp)| p(format!("tether_{n}"), Kind::TpBtf(tp), Need::Always))
+        .collect();
     if capture.mechanism == "tracepoints" {
         for sc in &capture.syscalls {
-            v.push(p(
-                &format!("tether_enter_{sc}"),
-                Kind::SysTp(format!("sys_enter_{sc}")),
-                Need::Always,
-            ));
-            v.push(p(
-                &format!("tether_exit_{sc}"),
-                Kind::SysTp(format!("sys_exit_{sc}")),
-                Need::Always,
-            ));
+            for dir in ["enter", "exit"] {
+                v.push(p(
+                    format!("tether_{dir}_{sc}"),
+                    Kind::SysTp(format!("sys_{dir}_{sc}")),
+                    Need::Always,
+                ));
+            }
         }
     } else {
-        v.push(p(
-            "tether_sys_enter",
-            Kind::RawTp("sys_enter"),
-            Need::Always,
-        ));
-        v.push(p("tether_sys_exit", Kind::RawTp("sys_exit"), Need::Always));
+        for tp in ["sys_enter", "sys_exit"] {
+            v.push(p(format!("tether_{tp}"), Kind::RawTp(tp), Need::Always));
+        }
     }
-    v.extend([
-        p(
-            "tether_connect4",
-            Kind::SockAddr("connect4"),
+    // isolation: program tether_HOOK on cgroup/HOOK
+    for hook in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
+        v.push(p(
+            format!("tether_{hook}"),
+            Kind::SockAddr(hook),
             Need::SockAddr,
-        ),
-        p(
-            "tether_connect6",
-            Kind::SockAddr("connect6"),
-            Need::SockAddr,
-        ),
-        p(
-            "tether_sendmsg4",
-            Kind::SockAddr("sendmsg4"),
-            Need::SockAddr,
-        ),
-        p(
-            "tether_sendmsg6",
-            Kind::SockAddr("sendmsg6"),
-            Need::SockAddr,
-        ),
-        p(
-            "tether_lsm_exec",
-            Kind::Lsm("bprm_check_security"),
-            Need::Lsm,
-        ),
-    ]);
+        ));
+    }
+    v.push(p(
+        "tether_lsm_exec".into(),
+        Kind::Lsm("bprm_check_security"),
+        Need::Lsm,
+    ));
     v
 }
 
