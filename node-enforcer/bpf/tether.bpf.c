@@ -431,6 +431,20 @@ int BPF_PROG(tether_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	return on_cgroup_mkdir(cgrp);
 }
 
+/* A removed cgroup v2 directory leaves the per-cgroup maps: ids of dead cgroups would
+ * otherwise fill watched_cgroups and isolated_cgrps on a node with pod churn. (deny_exec
+ * entries of a cgroup are keyed with the binary's name too: user space removes those.) */
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(tether_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	bpf_map_delete_elem(&watched_cgroups, &id);
+	bpf_map_delete_elem(&isolated_cgrps, &id);
+	return 0;
+}
+
 /* ---- syscalls of interest ------------------------------------------------------------- */
 /*
  * Two ways in, one body. Normally one program per syscall of interest and direction

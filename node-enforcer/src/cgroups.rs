@@ -166,6 +166,20 @@ impl CgroupResolver {
         self.last_scan = Some(Instant::now());
     }
 
+    /// Drops `id` from the cache when its directory is gone (the cgroup was removed) and
+    /// says whether it is gone; an id the cache does not know counts as gone.
+    pub fn forget_if_gone(&mut self, id: u64) -> bool {
+        let Some(info) = self.by_id.get(&id) else {
+            return true;
+        };
+        let dir = self.root.join(info.path.trim_start_matches('/'));
+        if inode_of(&dir) == Some(id) {
+            return false;
+        }
+        self.by_id.remove(&id);
+        true
+    }
+
     /// The cgroup of `id`, rescanning on a miss unless a scan just ran.
     pub fn resolve(&mut self, id: u64) -> Option<&CgroupInfo> {
         if !self.by_id.contains_key(&id) {
@@ -231,5 +245,21 @@ mod tests {
             parse_kubepods("/kubepods.slice/kubepods-podx.slice/cri-containerd-nothex.scope"),
             None
         );
+    }
+
+    #[test]
+    fn removed_cgroups_are_forgotten() {
+        let root = tempfile::tempdir().unwrap();
+        let rel = format!("kubepods.slice/kubepods-pod1_2.slice/cri-containerd-{ID}.scope");
+        let dir = root.path().join(&rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = inode_of(&dir).unwrap();
+        let mut r = CgroupResolver::new(root.path());
+        assert!(r.resolve(id).and_then(|c| c.container.as_ref()).is_some());
+        assert!(!r.forget_if_gone(id));
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(r.forget_if_gone(id));
+        assert!(r.forget_if_gone(id), "an unknown id counts as gone");
+        assert!(!r.forget_if_gone(inode_of(root.path()).unwrap()));
     }
 }

@@ -82,6 +82,10 @@ pub struct LoaderOptions {
     pub wakeup_bytes: u64,
     /// How syscalls are captured.
     pub syscall_hook: SyscallHook,
+    /// Fault injection for tests: attaching the program of this name fails as a kernel
+    /// refusal would. Not a flag of `tether node`.
+    #[doc(hidden)]
+    pub refuse_attach: Option<String>,
 }
 
 impl Default for LoaderOptions {
@@ -91,6 +95,7 @@ impl Default for LoaderOptions {
             all_cgroups: false,
             wakeup_bytes: 1 << 20,
             syscall_hook: SyscallHook::Auto,
+            refuse_attach: None,
         }
     }
 }
@@ -147,6 +152,18 @@ impl SyscallCapture {
                 .map(|s| (*s).to_string())
                 .collect(),
             reason: None,
+        }
+    }
+
+    /// The raw_tp pair, after a per-syscall tracepoint was found but could not be used.
+    pub fn after_tracepoint_failure(hook: &str, error: &str) -> SyscallCapture {
+        SyscallCapture {
+            mechanism: "raw_tp".into(),
+            syscalls: Vec::new(),
+            not_implemented: Vec::new(),
+            reason: Some(format!(
+                "the kernel has the per-syscall tracepoints, but {hook} could not be used: {error}"
+            )),
         }
     }
 
@@ -220,6 +237,7 @@ fn programs(capture: &SyscallCapture) -> Vec<Prog> {
         ("fork", "sched_process_fork"),
         ("exit", "sched_process_exit"),
         ("cgroup_mkdir", "cgroup_mkdir"),
+        ("cgroup_rmdir", "cgroup_rmdir"),
     ];
     let mut v: Vec<Prog> = lifecycle
         .into_iter()
@@ -412,7 +430,7 @@ impl Enforcer {
         ensure_bpffs(&opts.pin_dir)?;
         let maps_dir = opts.pin_dir.join("maps");
         let links_dir = opts.pin_dir.join("links");
-        let capture = SyscallCapture::decide(opts.syscall_hook, &SyscallTracepoints::probe());
+        let mut capture = SyscallCapture::decide(opts.syscall_hook, &SyscallTracepoints::probe());
         drop_incompatible_map_pins(&maps_dir)?;
 
         let mut ebpf = EbpfLoader::new()
@@ -431,8 +449,17 @@ impl Enforcer {
         let mut attachments = Vec::new();
         let mut adopted_any = false;
         let mut fresh_links: Vec<(PathBuf, FdLink)> = Vec::new();
-        let progs = programs(&capture);
-        for prog in &progs {
+        let mut progs = programs(&capture);
+        let mut next = 0;
+        while let Some(prog) = progs.get(next) {
+            next += 1;
+            if attachments
+                .iter()
+                .any(|a: &Attachment| a.program == prog.name)
+            {
+                // placed before a fallback restarted the list
+                continue;
+            }
             let hook = prog.kind.hook();
             let unavailable = match prog.needs {
                 Need::Always => None,
@@ -469,7 +496,37 @@ impl Enforcer {
                     }
                 }
             }
-            let link = attach(&mut ebpf, prog, &btf, &cgroup_root)?;
+            let attached = if opts.refuse_attach.as_deref() == Some(prog.name.as_str()) {
+                Err(LoadError::Program {
+                    program: prog.name.clone(),
+                    what: format!("attach {hook}: refused (fault injected)"),
+                })
+            } else {
+                attach(&mut ebpf, prog, &btf, &cgroup_root)
+            };
+            let link = match attached {
+                Ok(link) => link,
+                Err(e) if matches!(prog.kind, Kind::SysTp(_)) => {
+                    // A tracepoint the probe found but the kernel would not take: the raw_tp
+                    // pair captures the same syscalls. The tracepoint links made so far are
+                    // dropped (detached) before they were ever pinned.
+                    tracing::warn!(program = %prog.name, hook = %hook, error = %e, "syscall tracepoint refused; capturing syscalls with the raw_tp pair instead");
+                    capture = SyscallCapture::after_tracepoint_failure(&hook, &e.to_string());
+                    let tracepoint = |name: &str| {
+                        name.starts_with("tether_enter_") || name.starts_with("tether_exit_")
+                    };
+                    fresh_links.retain(|(path, _)| {
+                        !path
+                            .file_name()
+                            .is_some_and(|n| tracepoint(&n.to_string_lossy()))
+                    });
+                    attachments.retain(|a| !tracepoint(&a.program));
+                    progs = programs(&capture);
+                    next = 0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             fresh_links.push((link_path, link));
             attachments.push(Attachment {
                 program: prog.name.clone(),

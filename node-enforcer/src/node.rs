@@ -232,7 +232,8 @@ impl Node {
             rules,
             postures: postures.into_iter().map(|p| (p.rule.clone(), p)).collect(),
             scoped,
-            seen_cgroups: HashSet::new(),
+            scoped_applied: HashMap::new(),
+            scoped_generation: 0,
             isolated: HashSet::new(),
             sink,
             alerts: opts.alerts.take(),
@@ -307,7 +308,11 @@ struct Pipeline {
     rules: Option<Arc<RuleSet>>,
     postures: HashMap<String, RulePosture>,
     scoped: Vec<(RulePosture, Scope)>,
-    seen_cgroups: HashSet<u64>,
+    /// Per container cgroup seen: the scoped exec denies in the kernel for it (binary ->
+    /// rule id). Derived from the pod cache; see [`Pipeline::reconcile_scoped`].
+    scoped_applied: HashMap<u64, BTreeMap<String, u32>>,
+    /// The pod cache generation the scoped denies were last derived from.
+    scoped_generation: u64,
     isolated: HashSet<u64>,
     sink: Arc<dyn Sink>,
     alerts: Option<Box<dyn Write + Send>>,
@@ -355,6 +360,13 @@ impl Pipeline {
             if let Some(a) = self.alerts.as_mut() {
                 let _ = a.flush();
             }
+            if !self.scoped.is_empty() {
+                let generation = self.enricher.pods.generation();
+                if generation != self.scoped_generation {
+                    self.scoped_generation = generation;
+                    self.reconcile_all_scoped(&mut tally);
+                }
+            }
             if stopping || last_publish.elapsed() >= Duration::from_millis(500) {
                 self.publish(&tally);
                 last_publish = Instant::now();
@@ -395,8 +407,8 @@ impl Pipeline {
         };
         *tally.records.entry(kind).or_default() += 1;
         let cg = ev.header().cgroup_id;
-        if !self.scoped.is_empty() && self.seen_cgroups.insert(cg) {
-            self.apply_scoped(cg, tally);
+        if !self.scoped.is_empty() && !self.scoped_applied.contains_key(&cg) {
+            self.reconcile_scoped(cg, tally);
         }
         let Some(sev) = self.enricher.process(ev) else {
             return;
@@ -588,27 +600,83 @@ impl Pipeline {
         self.enricher.pods.namespace_labels(ns)
     }
 
-    fn apply_scoped(&mut self, cg: u64, tally: &mut Tally) {
+    /// Brings the kernel's scoped exec denies of container cgroup `cg` in line with what the
+    /// pod cache now says of its pod and namespace: a deny is added when the pod enters a
+    /// rule's scope (its labels or its namespace's arrive or change) and removed when it
+    /// leaves it. Host cgroups get none. Entries that fail to apply are not recorded, so the
+    /// next change of the cache tries them again.
+    fn reconcile_scoped(&mut self, cg: u64, tally: &mut Tally) {
         let (container, k8s) = self.enricher.container_of(cg);
-        if container.id == "host" {
-            return;
-        }
-        for (p, scope) in &self.scoped {
-            let ns_labels = self.namespace_labels_for(scope, &k8s.ns_name);
-            if !in_scope(
-                scope,
-                &k8s.ns_name,
-                &k8s.pod_labels,
-                ns_labels.as_deref().map_err(String::as_str),
-            ) {
-                continue;
-            }
-            for name in &p.exec_deny {
-                if let Err(e) = self.enforcer.deny_exec(cg, name, p.rule_id) {
-                    tally.action_errors += 1;
-                    tracing::warn!(rule = %p.rule, cgroup = cg, error = %e, "scoped exec deny not applied");
+        let mut wanted: BTreeMap<String, u32> = BTreeMap::new();
+        if container.id != "host" {
+            for (p, scope) in &self.scoped {
+                let ns_labels = self.namespace_labels_for(scope, &k8s.ns_name);
+                if !in_scope(
+                    scope,
+                    &k8s.ns_name,
+                    &k8s.pod_labels,
+                    ns_labels.as_deref().map_err(String::as_str),
+                ) {
+                    continue;
+                }
+                for name in &p.exec_deny {
+                    wanted.entry(name.clone()).or_insert(p.rule_id);
                 }
             }
+        }
+        let had = self.scoped_applied.remove(&cg).unwrap_or_default();
+        let mut applied = BTreeMap::new();
+        for (name, rule_id) in &had {
+            if wanted.contains_key(name) {
+                continue;
+            }
+            match self.enforcer.allow_exec(cg, name) {
+                Ok(()) => {
+                    tracing::info!(rule = %self.rule_name(*rule_id), cgroup = cg, binary = %name, pod = %k8s.pod_name, "scoped exec deny removed: the pod left the rule's scope");
+                }
+                Err(e) => {
+                    tally.action_errors += 1;
+                    tracing::warn!(cgroup = cg, binary = %name, error = %e, "scoped exec deny not removed");
+                    applied.insert(name.clone(), *rule_id);
+                }
+            }
+        }
+        for (name, rule_id) in wanted {
+            if had.get(&name) == Some(&rule_id) {
+                applied.insert(name, rule_id);
+                continue;
+            }
+            match self.enforcer.deny_exec(cg, &name, rule_id) {
+                Ok(()) => {
+                    tracing::info!(rule = %self.rule_name(rule_id), cgroup = cg, binary = %name, pod = %k8s.pod_name, "scoped exec deny applied");
+                    applied.insert(name, rule_id);
+                }
+                Err(e) => {
+                    tally.action_errors += 1;
+                    tracing::warn!(rule = %self.rule_name(rule_id), cgroup = cg, error = %e, "scoped exec deny not applied");
+                }
+            }
+        }
+        self.scoped_applied.insert(cg, applied);
+    }
+
+    /// After a change of the pod cache: every container cgroup seen is reconciled again, and
+    /// the cgroups removed since are forgotten along with their denies.
+    fn reconcile_all_scoped(&mut self, tally: &mut Tally) {
+        let cgroups: Vec<u64> = self.scoped_applied.keys().copied().collect();
+        for cg in cgroups {
+            if self.enricher.cgroups.forget_if_gone(cg) {
+                let gone = self.scoped_applied.remove(&cg).unwrap_or_default();
+                for name in gone.keys() {
+                    if let Err(e) = self.enforcer.allow_exec(cg, name) {
+                        tally.action_errors += 1;
+                        tracing::warn!(cgroup = cg, binary = %name, error = %e, "exec deny of a removed cgroup not removed");
+                    }
+                }
+                self.isolated.remove(&cg);
+                continue;
+            }
+            self.reconcile_scoped(cg, tally);
         }
     }
 

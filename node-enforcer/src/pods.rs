@@ -3,6 +3,7 @@
 //! namespaces' labels, for rules scoped with `tether.scope.namespace_labels`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -49,6 +50,9 @@ enum NamespaceState {
 pub struct PodCache {
     inner: Arc<RwLock<HashMap<String, Arc<PodMeta>>>>,
     namespaces: Arc<RwLock<NamespaceState>>,
+    /// Bumped after every change of pods or namespaces: readers that derived state from the
+    /// cache (the node's scoped kernel denies) know when to derive it again.
+    generation: Arc<AtomicU64>,
 }
 
 impl PodCache {
@@ -58,6 +62,15 @@ impl PodCache {
 
     pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
         self.inner.read().ok().and_then(|m| m.get(uid).cloned())
+    }
+
+    /// Changes so far; a reader that saw the same number has seen every change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn len(&self) -> usize {
@@ -74,6 +87,7 @@ impl PodCache {
                 m.insert(meta.uid.clone(), Arc::new(meta));
             }
         }
+        self.changed();
     }
 
     pub fn remove(&self, pod: &Pod) {
@@ -82,6 +96,7 @@ impl PodCache {
                 m.remove(uid);
             }
         }
+        self.changed();
     }
 
     /// The labels of namespace `ns`, or why they are not known.
@@ -109,6 +124,7 @@ impl PodCache {
                 *st = NamespaceState::NotSynced;
             }
         }
+        self.changed();
     }
 
     fn namespaces_replace(&self, all: &[Namespace]) {
@@ -116,6 +132,7 @@ impl PodCache {
         if let Ok(mut st) = self.namespaces.write() {
             *st = NamespaceState::Synced(fresh);
         }
+        self.changed();
     }
 
     fn namespace_upsert(&self, n: &Namespace) {
@@ -124,6 +141,7 @@ impl PodCache {
                 m.insert(name, labels);
             }
         }
+        self.changed();
     }
 
     fn namespace_remove(&self, n: &Namespace) {
@@ -132,6 +150,7 @@ impl PodCache {
                 m.remove(name);
             }
         }
+        self.changed();
     }
 
     fn replace(&self, pods: &[Pod]) {
@@ -143,6 +162,7 @@ impl PodCache {
         if let Ok(mut m) = self.inner.write() {
             *m = fresh;
         }
+        self.changed();
     }
 }
 
@@ -350,10 +370,16 @@ mod tests {
         assert_eq!(c.image_tag, "1.36");
         assert_eq!(c.privileged, Some(true));
         let cache = PodCache::new();
+        let g0 = cache.generation();
         cache.upsert(&pod);
         assert_eq!(cache.get("u-1").unwrap().name, "web-0");
+        let g1 = cache.generation();
+        assert!(g1 > g0, "an upsert is a change");
+        // clones share the cache and its generation
+        let reader = cache.clone();
         cache.remove(&pod);
         assert!(cache.is_empty());
+        assert!(reader.generation() > g1, "a removal is a change");
     }
 
     #[test]
@@ -369,7 +395,9 @@ mod tests {
             .namespace_labels("prod")
             .unwrap_err()
             .contains("no namespace watch"));
+        let g = cache.generation();
         cache.namespaces_watched();
+        assert!(cache.generation() > g, "namespace changes are changes");
         assert!(cache
             .namespace_labels("prod")
             .unwrap_err()

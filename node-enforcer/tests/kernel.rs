@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         ("write_prefilter", write_prefilter),
         ("enforce_exec_fallback", enforce_exec_fallback),
         ("isolate_and_detect", isolate_and_detect),
+        ("scoped_exec_deny", scoped_exec_deny),
         ("lsm_path", lsm_path),
         ("restart_readopt_unload", restart_readopt_unload),
         ("raw_tp_fallback", raw_tp_fallback),
@@ -326,6 +327,39 @@ impl World {
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// Replaces the labels of pod `ns/name` in the double (watchers see it MODIFIED).
+    fn set_labels(&self, ns: &str, name: &str, labels: serde_json::Value) {
+        let mut pod = self
+            .api()
+            .get("pods", Some(ns), name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("pod {ns}/{name} not in the double"));
+        pod["metadata"]["labels"] = labels;
+        self.api().insert(pod).unwrap();
+    }
+
+    /// Stops container `i` and removes its cgroup directory (its index stays taken).
+    fn stop_one(&self, i: usize) {
+        let c = &self.containers[i];
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&c.state)
+            .args(["delete", "-f", &c.name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "runc delete: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = loader::cgroup2_root()
+            .unwrap()
+            .join(c.cgroup_rel.trim_start_matches('/'));
+        if dir.exists() {
+            std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+        }
+    }
+
     fn cgroup_id(&self, i: usize) -> u64 {
         use std::os::unix::fs::MetadataExt;
         let root = loader::cgroup2_root().unwrap();
@@ -447,7 +481,14 @@ fn rules(text: &str) -> Arc<RuleSet> {
 }
 
 fn start_node(world: &World, rules_text: Option<&str>, all_cgroups: bool, pods: usize) -> Running {
-    start_node_hook(world, rules_text, all_cgroups, pods, SyscallHook::Auto)
+    start_node_hook(
+        world,
+        rules_text,
+        all_cgroups,
+        pods,
+        SyscallHook::Auto,
+        None,
+    )
 }
 
 fn start_node_hook(
@@ -456,6 +497,7 @@ fn start_node_hook(
     all_cgroups: bool,
     pods: usize,
     syscall_hook: SyscallHook,
+    refuse_attach: Option<&str>,
 ) -> Running {
     let (cache, watch) = world.pod_cache();
     world.wait_pods(&cache, pods);
@@ -466,6 +508,7 @@ fn start_node_hook(
         pin_dir: pin_dir().into(),
         all_cgroups,
         syscall_hook,
+        refuse_attach: refuse_attach.map(str::to_string),
         ..LoaderOptions::default()
     };
     opts.rules = rules_text.map(rules);
@@ -922,6 +965,137 @@ const ISOLATE_RULES: &str = r#"
     scope: { namespaces: [iso] }
 "#;
 
+const SCOPED_RULES: &str = r#"
+- rule: Netcat in locked pods
+  desc: netcat is killed at exec, but only in pods labelled tier=locked
+  condition: evt.type in (execve, execveat) and container.id != host and proc.name = nc
+  output: netcat run in %k8s.pod.name (%proc.cmdline)
+  priority: CRITICAL
+  source: syscall
+  tether:
+    mode: enforce
+    actions: [block]
+    scope: { object_labels: { matchLabels: { tier: locked } } }
+"#;
+
+/// Runs nc in container `c` until its exit says `killed` (137) or not, within 10 s.
+fn until_nc(w: &World, c: usize, killed: bool, what: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+        if out.contains("rc=137") == killed {
+            return;
+        }
+        assert!(Instant::now() < end, "{what}: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pinned_denies(cg: u64) -> Vec<String> {
+    loader::pinned_state(pin_dir())
+        .unwrap()
+        .unwrap()
+        .deny_exec
+        .into_iter()
+        .filter(|(id, _, _)| *id == cg)
+        .map(|(_, name, _)| name)
+        .collect()
+}
+
+fn pinned_watched(cg: u64) -> bool {
+    let data = aya::maps::MapData::from_pin(pin_dir().join("maps/watched_cgroups")).unwrap();
+    let map = aya::maps::Map::from_map_data(data).unwrap();
+    let watched = aya::maps::HashMap::<_, u64, u8>::try_from(map).unwrap();
+    watched.get(&cg, 0).is_ok()
+}
+
+/// A scoped exec deny follows the pod's labels: in place where the pod is in the rule's scope
+/// at the node's start, added when a pod unknown at its container's first event arrives
+/// labelled into the scope, removed when a pod is relabelled out of it, and gone with the
+/// cgroup when the pod is deleted; the kernel forgets a removed cgroup.
+fn scoped_exec_deny(w: &mut World) {
+    let locked_labels = serde_json::json!({"app": "locked-0", "tier": "locked"});
+    let (pod_a, cid_a) = w.pod("scp", "locked-0");
+    w.set_labels("scp", "locked-0", locked_labels);
+    let (pod_b, cid_b) = w.pod("scp", "open-0");
+    let (pod_c, cid_c) = w.pod("scp", "late-0");
+    let late = w.api().get("pods", Some("scp"), "late-0").unwrap().unwrap();
+    assert!(w.api().remove("pods", Some("scp"), "late-0").unwrap());
+    let a = w.start(&pod_a, &cid_a);
+    let b = w.start(&pod_b, &cid_b);
+    let c = w.start(&pod_c, &cid_c);
+    let mut run = start_node(w, Some(SCOPED_RULES), false, 2);
+
+    // in scope at start: killed; outside it (no label, pod not known yet): runs
+    until_nc(w, a, true, "nc in the locked pod was not killed");
+    let (_, out) = w.exec(b, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+    assert!(
+        out.contains("rc=") && !out.contains("rc=137"),
+        "nc in the open pod was killed: {out}"
+    );
+    let (_, out) = w.exec(c, "/bin/nc -h >/dev/null 2>&1; echo rc=$?");
+    assert!(
+        !out.contains("rc=137"),
+        "nc killed before its pod was known: {out}"
+    );
+    let (cg_a, cg_b, cg_c) = (w.cgroup_id(a), w.cgroup_id(b), w.cgroup_id(c));
+    assert_eq!(pinned_denies(cg_a), vec!["nc".to_string()]);
+    assert!(pinned_denies(cg_b).is_empty());
+    assert!(pinned_denies(cg_c).is_empty());
+
+    // the late pod arrives labelled into the scope: its cgroup gets the deny
+    let mut late = late;
+    late["metadata"]["labels"] = serde_json::json!({"app": "late-0", "tier": "locked"});
+    w.api().insert(late).unwrap();
+    until_nc(
+        w,
+        c,
+        true,
+        "the deny was not added when the late pod arrived in scope",
+    );
+    assert_eq!(pinned_denies(cg_c), vec!["nc".to_string()]);
+
+    // relabelled out of the scope: the deny goes
+    w.set_labels("scp", "locked-0", serde_json::json!({"app": "locked-0"}));
+    until_nc(w, a, false, "the deny stayed after the pod left the scope");
+    assert!(pinned_denies(cg_a).is_empty());
+    // the open pod was never touched
+    assert!(pinned_denies(cg_b).is_empty());
+
+    // the late pod's container and cgroup go, then the pod: its deny and watch are dropped
+    assert!(
+        pinned_watched(cg_c),
+        "the container's cgroup is not watched"
+    );
+    w.stop_one(c);
+    let end = Instant::now() + Duration::from_secs(10);
+    while pinned_watched(cg_c) {
+        assert!(
+            Instant::now() < end,
+            "the removed cgroup is still in watched_cgroups"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.api().remove("pods", Some("scp"), "late-0").unwrap());
+    while !pinned_denies(cg_c).is_empty() {
+        assert!(
+            Instant::now() < end,
+            "the removed cgroup's exec deny is still in the kernel"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // the alerts say what was done where
+    let lines = run.alert_lines("Netcat in locked pods");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["output_fields"]["k8s.pod.name"] == "late-0"
+                && actions(l).iter().any(|x| x["status"] == "done")),
+        "no alert with the kill done in the late pod"
+    );
+    run.stop();
+}
+
 fn isolate_and_detect(w: &mut World) {
     let (pa, ca) = w.pod("iso", "victim-0");
     let (pb, cb) = w.pod("iso", "bystander-0");
@@ -1199,7 +1373,7 @@ fn raw_tp_fallback(w: &mut World) {
     let c = w.start(&pod, &cid);
     let mut l = listener();
     let port = l.port;
-    let mut run = start_node_hook(w, Some(VISIBILITY_RULES), true, 1, SyscallHook::RawTp);
+    let mut run = start_node_hook(w, Some(VISIBILITY_RULES), true, 1, SyscallHook::RawTp, None);
     {
         let node = run.node.as_ref().unwrap();
         let cap = node.syscall_capture();
@@ -1278,6 +1452,54 @@ fn raw_tp_fallback(w: &mut World) {
         assert!(links.join("tether_enter_openat").exists());
         assert!(links.join("tether_exit_openat").exists());
     }
+    run.stop();
+
+    // A tracepoint the kernel has but refuses to attach: the start falls back to the raw_tp
+    // pair, says why, and captures the same syscalls. (A fresh start: pinned links of the
+    // same build would be re-adopted without attaching.)
+    loader::unload(pin_dir()).unwrap();
+    let mut run = start_node_hook(
+        w,
+        Some(VISIBILITY_RULES),
+        true,
+        1,
+        SyscallHook::Auto,
+        Some("tether_enter_openat"),
+    );
+    {
+        let node = run.node.as_ref().unwrap();
+        let cap = node.syscall_capture();
+        assert_eq!(cap.mechanism, "raw_tp", "{cap:?}");
+        if SyscallTracepoints::probe().capability().reason().is_none() {
+            let why = cap.reason.as_deref().unwrap_or("");
+            assert!(
+                why.contains("tracepoint/syscalls/sys_enter_openat") && why.contains("refused"),
+                "{why}"
+            );
+        }
+        let hooks: Vec<&str> = node.attachments().iter().map(|a| a.hook.as_str()).collect();
+        assert!(hooks.contains(&"raw_tp/sys_enter"), "{hooks:?}");
+        assert!(
+            !hooks.iter().any(|h| h.starts_with("tracepoint/")),
+            "{hooks:?}"
+        );
+    }
+    assert!(links.join("tether_sys_enter").exists());
+    for placed_before in ["tether_enter_open", "tether_exit_open"] {
+        assert!(
+            !links.join(placed_before).exists(),
+            "{placed_before}, attached before the refusal, stayed pinned"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out) = w.exec(c, "echo x > /tmp/raw-file-2; true");
+    assert_eq!(code, 0, "{out}");
+    let evs = run.events(Duration::from_secs(2), |e| {
+        e.container.id == short
+            && e.evt_type.starts_with("open")
+            && e.fd.as_ref().is_some_and(|f| f.name == "/tmp/raw-file-2")
+    });
+    assert!(!evs.is_empty(), "write-open lost after the fallback");
     run.stop();
 }
 
