@@ -69,6 +69,53 @@ fn status_reports_capabilities_and_posture_as_json() {
     );
 }
 
+/// Without `--rules` the node runs the bundled library's syscall rules (Falco's stable rules
+/// and the library's session rule): the status reports their posture and the write-open
+/// prefilter computed from them.
+#[test]
+fn status_without_rules_reports_the_bundled_library() {
+    if !is_root() {
+        return;
+    }
+    let out = tether()
+        .args([
+            "node",
+            "status",
+            "--output",
+            "json",
+            "--pin-dir",
+            "/sys/fs/bpf/tether-clitest-bundled",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules: Vec<&str> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    for expected in [
+        "Terminal shell in container",
+        "Read sensitive file untrusted",
+        "Exec Session In Protected Pod",
+    ] {
+        assert!(rules.contains(&expected), "{expected} missing: {rules:?}");
+    }
+    // only syscall rules: no admission or audit rule has a node posture
+    assert!(!rules.contains(&"Attach/Exec Pod"), "{rules:?}");
+    assert_eq!(
+        v["write_prefilter"]["mode"], "paths",
+        "{}",
+        v["write_prefilter"]
+    );
+}
+
 #[test]
 fn unload_of_nothing_succeeds_and_says_so() {
     if !is_root() {

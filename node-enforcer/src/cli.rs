@@ -40,6 +40,7 @@ pub enum NodeCommand {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Rules files (Falco format), loaded in order; only `source: syscall` rules run here.
+    /// Without any, the bundled library's syscall rules (Falco's stable rules) run.
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
     /// Where Falco JSON alert lines go: a file, or `-` for stdout.
@@ -77,7 +78,7 @@ pub enum KubeMode {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Rules files whose posture to report.
+    /// Rules files whose posture to report (default: the bundled library, as `tether node`).
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
@@ -109,9 +110,23 @@ pub fn run(args: NodeArgs) -> ExitCode {
 
 type LoadedRules = (Option<Arc<RuleSet>>, Definitions);
 
+/// The rules files given, or the bundled library (its `syscall` rules: Falco's stable rules)
+/// when none are.
 fn load_rules(paths: &[PathBuf]) -> Result<LoadedRules, String> {
     if paths.is_empty() {
-        return Ok((None, Definitions::default()));
+        let rules = RuleSet::try_bundled_library().map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        let texts: Vec<(String, String)> = policies::rules::bundled_files()
+            .iter()
+            .map(|(name, text)| ((*name).to_string(), (*text).to_string()))
+            .collect();
+        let defs = Definitions::from_texts(&texts).map_err(|e| e.to_string())?;
+        return Ok((Some(Arc::new(rules)), defs));
     }
     let rules = RuleSet::load(paths).map_err(|errors| {
         errors

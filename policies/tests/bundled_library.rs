@@ -17,6 +17,17 @@ fn bundled_library_loads_without_errors() {
         .rules()
         .iter()
         .any(|r| r.source == Source::K8sAdmission || r.tether.admission));
+    // ...and Falco's stable syscall rules, what `tether node` runs without `--rules`.
+    for name in [
+        "Terminal shell in container",
+        "Read sensitive file untrusted",
+    ] {
+        let rule = set.rules().iter().find(|r| r.name == name);
+        assert!(
+            rule.is_some_and(|r| r.source == Source::Syscall),
+            "{name}: {names:?}"
+        );
+    }
     // The same files are embedded as listed.
-    assert!(policies::rules::bundled_files().len() >= 6);
+    assert!(policies::rules::bundled_files().len() >= 7);
 }
