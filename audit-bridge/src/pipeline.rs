@@ -187,17 +187,24 @@ impl Evaluator {
             ),
             None => true,
         };
+        // The session this event opens: its alerts name it (they are about the session's own
+        // request, so the tie is exact).
+        let mut session_fields = None;
         if maybe_session {
             if let Some(json) = event.json() {
                 if crate::session::session_kind(json).is_some() {
                     if let Some((session, joined)) = crate::session::session_from_audit(json) {
+                        session_fields = Some(session.fields(engine::SessionConfidence::Exact));
                         out.sink.push(SinkItem::Session(Box::new(session), joined));
                     }
                 }
             }
         }
         for m in self.rules.evaluate(event) {
-            let alert = Alert::from_match(&m, event, &self.hostname);
+            let mut alert = Alert::from_match(&m, event, &self.hostname);
+            if alert.session.is_none() {
+                alert.session.clone_from(&session_fields);
+            }
             if self.encode {
                 serde_json::to_writer(&mut out.lines, &alert).map_err(|error| {
                     PipelineError::Encode {

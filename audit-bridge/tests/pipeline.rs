@@ -100,6 +100,20 @@ fn exec_via_spdy_and_websocket_alerts_and_opens_sessions() {
     );
     assert_eq!(exec[0]["source"], "k8s_audit");
     assert_eq!(exec[0]["hostname"], "bridge-0");
+    // The alerts name the session their request opened (by the annotation when present).
+    assert_eq!(
+        exec[0]["session"]["id"],
+        "ca1ed9f4-7bf4-4c85-81a8-1b11253d1ba6"
+    );
+    assert_eq!(exec[0]["session"]["kind"], "exec");
+    assert_eq!(exec[0]["session"]["user"], "minikube-user");
+    assert_eq!(exec[0]["session"]["confidence"], "exact");
+    assert_eq!(exec[1]["session"]["id"], "review-uid-7");
+    assert_eq!(exec[1]["session"]["auditid"], "ws-1");
+    assert_eq!(
+        exec[1]["session"]["command"],
+        json!(["sh", "-c", "cat /etc/shadow"])
+    );
     assert_eq!(
         hook_ran_after.load(Ordering::SeqCst),
         out.0.lock().unwrap().len(),

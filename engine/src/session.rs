@@ -97,6 +97,22 @@ pub struct ExecSession {
 }
 
 impl ExecSession {
+    /// The `session.*` fields of events and alerts tied to this session with `confidence`.
+    pub fn fields(&self, confidence: SessionConfidence) -> policies::SessionFields {
+        policies::SessionFields {
+            id: self.id.clone(),
+            kind: self.kind.as_str().to_string(),
+            user: self.user.clone(),
+            groups: self.groups.clone(),
+            uid: self.uid.clone().unwrap_or_default(),
+            auditid: self.audit_id.clone().unwrap_or_default(),
+            command: self.command.clone(),
+            sourceips: self.source_ips.clone(),
+            started_ns: self.started_ns,
+            confidence: confidence.as_str().to_string(),
+        }
+    }
+
     /// Joins another observation of the same session into this one: fields this one lacks
     /// are taken from `other`, lists are unioned, the earliest start wins. Identity fields
     /// already set (user, namespace, pod) are kept: the first observer is the webhook,
