@@ -180,6 +180,9 @@ def main():
     with open(OUT, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"{os.path.relpath(OUT, ROOT)}: {2 * len(TABLE) + len(extra)} cases")
+    write_suite(EXEC_OUT, "exec control (30-exec-control.yaml)", exec_cases(), library)
+    write_suite(PSS_OUT, "pod security rules on updates, subresources and scopes", pss_cases(),
+                library)
 
 
 def rbac_review(op, resource, obj, ns=None):
@@ -230,13 +233,11 @@ def rbac_cases():
         ("a Role that can attach to pods", rbac_review("CREATE", "roles", attach, "team-a"),
          {EXEC_ROLE_ADM: 1, WILD_ADM: 0}),
     ]
-    write_suite(EXEC_OUT, "exec control (30-exec-control.yaml)", exec_cases(), library)
-    write_suite(PSS_OUT, "pod security rules on updates, subresources and scopes", pss_cases(),
-                library)
 
 
 NS_RULE = "Exec Into Protected Namespace"
 POD_RULE = "Exec Into Protected Pod"
+LABEL_RULE = "Exec Into Labelled Protected Pod"
 CP_RULE = "Copy To Or From Pod"
 FALCO_EXEC = "Attach/Exec Pod"
 DEBUG_USER = {"username": "dev-user", "uid": "dev-user-uid", "groups": ["developers", "system:authenticated"]}
@@ -266,13 +267,24 @@ def connect_review(ns, pod, sub="exec", command=None):
         "dryRun": False, "options": None}}
 
 
-def debug_review(ns, pod):
+def labelled(review, labels):
+    """A review as the webhook evaluates it once its cluster view found the target pod:
+    the pod's labels presented as the object's `metadata.labels`."""
+    review = json.loads(json.dumps(review))
+    obj = review["request"]["object"]
+    obj.setdefault("metadata", {})["labels"] = labels
+    return review
+
+
+def debug_review(ns, pod, labels=None):
     """`kubectl debug`: an UPDATE of pods/ephemeralcontainers carrying the whole pod."""
     gvk = {"group": "", "version": "v1", "kind": "Pod"}
     gvr = {"group": "", "version": "v1", "resource": "pods"}
     container = {"name": "busybox", "image": "busybox:1.35", "command": ["sleep", "300"]}
     old = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns},
            "spec": {"containers": [container]}}
+    if labels:
+        old["metadata"]["labels"] = labels
     new = json.loads(json.dumps(old))
     new["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox:1.35",
                                            "stdin": True, "tty": True}]
@@ -309,7 +321,7 @@ def exec_cases():
     ws = [f"      - {cap}/admission-pod-exec-connect-websocket-get.json"]
     audit_log = [f"      - {cap}/audit-audit-log-pods-exec-RequestResponse.jsonl"]
     event_list = [f"      - {cap}/audit-webhook-eventlist-with-exec-events.json"]
-    none = {NS_RULE: 0, POD_RULE: 0, CP_RULE: 0}
+    none = {NS_RULE: 0, POD_RULE: 0, LABEL_RULE: 0, CP_RULE: 0}
 
     def inline(doc):
         return ["      - json: " + json.dumps(doc, separators=(", ", ": "))]
@@ -371,6 +383,31 @@ def exec_cases():
         ("kyverno block-pod-exec-by-pod-name: exec into not-myapp", names,
          inline(connect_review("bpe-podname-ns", "not-myapp", command=["ls"])),
          {POD_RULE: 0, NS_RULE: 0}, "allow"),
+        # Protection by pod label: the webhook presents the target pod's labels (looked up
+        # through its cluster view) as the object's labels.
+        ("exec into a pod labelled tether.io/protected=true", [],
+         inline(labelled(connect_review("vault", "vault-0", command=["sh"]),
+                         {"app": "vault", "tether.io/protected": "true"})),
+         {LABEL_RULE: 1, NS_RULE: 0, POD_RULE: 0}, "deny"),
+        ("attach into a pod labelled tether.io/protected=true", [],
+         inline(labelled(connect_review("vault", "vault-0", sub="attach"),
+                         {"tether.io/protected": "true"})),
+         {LABEL_RULE: 1}, "deny"),
+        ("exec into a pod labelled tether.io/protected=false", [],
+         inline(labelled(connect_review("vault", "vault-0", command=["sh"]),
+                         {"tether.io/protected": "false"})),
+         {LABEL_RULE: 0}, "allow"),
+        ("exec into a pod whose labels are unknown (no cluster view)", [],
+         inline(connect_review("vault", "vault-0", command=["sh"])), {LABEL_RULE: 0}, "allow"),
+        ("exec into a labelled protected pod by a break-glass user", ["break-glass-dev-user.yaml"],
+         inline(labelled(connect_review("vault", "vault-0", command=["sh"]),
+                         {"tether.io/protected": "true"})),
+         {LABEL_RULE: 0}, "allow"),
+        ("kubectl debug into a labelled protected pod", [],
+         inline(debug_review("vault", "vault-0", labels={"tether.io/protected": "true"})),
+         {LABEL_RULE: 1}, "deny"),
+        ("audit event of an exec: no labels, the label rule cannot fire", [],
+         inline(audit_exec("vault", "vault-0", ["sh"])), {LABEL_RULE: 0, FALCO_EXEC: 1}, None),
         # Kyverno block-kubectl-cp: `kubectl cp -n bkc-podlabel-ns pod01:/test1.txt ./test1.txt`
         # runs `tar cf - /test1.txt`; copying in runs `tar xmf - -C DIR`.
         ("kubectl cp out of a pod is reported (detect)", [],

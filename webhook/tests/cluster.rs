@@ -318,6 +318,56 @@ async fn exec_into_a_pod_created_before_start_sees_its_labels() {
     api.shutdown().await;
 }
 
+/// The bundled library (no `--rules`) refuses a session into a pod labelled
+/// `tether.io/protected=true`: the review carries no labels, the webhook looks the pod up.
+#[tokio::test]
+async fn bundled_library_refuses_execs_into_labelled_protected_pods() {
+    let (api, _dir, kubeconfig) = double().await;
+    let pods: Api<Pod> = Api::namespaced(api.client().unwrap(), "default");
+    for (name, labels) in [
+        (
+            "vault-0",
+            json!({"app": "vault", "tether.io/protected": "true"}),
+        ),
+        ("web-0", json!({"app": "web"})),
+    ] {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let pki = Pki::new();
+    let mut a = cluster_args(&pki, KubeMode::On, &kubeconfig);
+    a.rules = vec![];
+    let hook = start_hook(&a).await;
+    let c = client_for(&pki);
+    ready(&hook.url, &c).await;
+
+    let (allowed, msg) = answer(
+        &c,
+        &hook.url,
+        &exec_review("l-1", "default", "vault-0", "alice", &["sh"]),
+    )
+    .await;
+    assert!(!allowed, "{msg}");
+    assert!(
+        msg.contains("Exec Into Labelled Protected Pod") && msg.contains("pod=vault-0"),
+        "{msg}"
+    );
+    let (allowed, msg) = answer(
+        &c,
+        &hook.url,
+        &exec_review("l-2", "default", "web-0", "alice", &["sh"]),
+    )
+    .await;
+    assert!(allowed, "{msg}");
+    hook.running.stop().await.unwrap();
+    api.shutdown().await;
+}
+
 /// A Kubernetes API that answers `/version`, fails namespace lists with 500, never answers
 /// for pod `default/slow`, and fails every other pod with 500.
 async fn broken_api() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
