@@ -322,6 +322,9 @@ struct Pipeline {
     node_name: String,
 }
 
+/// How often, at most, the scoped exec denies are reconciled with the pod cache.
+const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+
 #[derive(Default)]
 struct Tally {
     records: HashMap<&'static str, u64>,
@@ -341,6 +344,7 @@ impl Pipeline {
     ) {
         let mut tally = Tally::default();
         let mut last_publish = Instant::now();
+        let mut last_reconcile = Instant::now();
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let mut n = 0usize;
@@ -360,11 +364,14 @@ impl Pipeline {
             if let Some(a) = self.alerts.as_mut() {
                 let _ = a.flush();
             }
-            if !self.scoped.is_empty() {
+            // Changes of the pod cache come in bursts (a watch's relist, status updates):
+            // the scoped denies follow them at most every RECONCILE_EVERY.
+            if !self.scoped.is_empty() && last_reconcile.elapsed() >= RECONCILE_EVERY {
                 let generation = self.enricher.pods.generation();
                 if generation != self.scoped_generation {
                     self.scoped_generation = generation;
                     self.reconcile_all_scoped(&mut tally);
+                    last_reconcile = Instant::now();
                 }
             }
             if stopping || last_publish.elapsed() >= Duration::from_millis(500) {
