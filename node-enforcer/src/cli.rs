@@ -111,38 +111,49 @@ pub fn run(args: NodeArgs) -> ExitCode {
 type LoadedRules = (Option<Arc<RuleSet>>, Definitions);
 
 /// The rules files given, or the bundled library (its `syscall` rules: Falco's stable rules)
-/// when none are.
+/// when none are; and their macros and lists, for the write-open prefilter.
 fn load_rules(paths: &[PathBuf]) -> Result<LoadedRules, String> {
-    if paths.is_empty() {
-        let rules = RuleSet::try_bundled_library().map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        let texts: Vec<(String, String)> = policies::rules::bundled_files()
+    let (rules, texts) = if paths.is_empty() {
+        let texts = policies::rules::bundled_files()
             .iter()
             .map(|(name, text)| ((*name).to_string(), (*text).to_string()))
             .collect();
-        let defs = Definitions::from_texts(&texts).map_err(|e| e.to_string())?;
-        return Ok((Some(Arc::new(rules)), defs));
-    }
-    let rules = RuleSet::load(paths).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
-    let mut texts = Vec::with_capacity(paths.len());
-    for p in paths {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| format!("rules file {}: {e}", p.display()))?;
-        texts.push((p.display().to_string(), text));
-    }
+        let rules = RuleSet::try_bundled_library().map_err(|e| e.to_string())?;
+        (rules, texts)
+    } else {
+        let rules = RuleSet::load(paths).map_err(|e| e.to_string())?;
+        (rules, rule_texts(paths)?)
+    };
     let defs = Definitions::from_texts(&texts).map_err(|e| e.to_string())?;
     Ok((Some(Arc::new(rules)), defs))
+}
+
+/// The texts of rules files, read as `RuleSet::load` reads them: a directory stands for its
+/// `*.yaml` / `*.yml` files in name order.
+fn rule_texts(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        if p.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("rules directory {}: {e}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            inner.sort();
+            files.extend(inner);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            std::fs::read_to_string(&f)
+                .map(|text| (f.display().to_string(), text))
+                .map_err(|e| format!("rules file {}: {e}", f.display()))
+        })
+        .collect()
 }
 
 fn run_node(args: RunArgs) -> ExitCode {
@@ -438,5 +449,49 @@ fn unload(args: &UnloadArgs) -> ExitCode {
             eprintln!("tether node unload: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_directories_are_read_as_their_yaml_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.d");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::write(rules.join("b.yaml"), "- list: b\n  items: []\n").unwrap();
+        std::fs::write(rules.join("a.yml"), "- list: a\n  items: []\n").unwrap();
+        std::fs::write(rules.join("notes.txt"), "not rules").unwrap();
+        let single = dir.path().join("z.yaml");
+        std::fs::write(&single, "- list: z\n  items: []\n").unwrap();
+        let texts = rule_texts(&[rules.clone(), single.clone()]).unwrap();
+        let names: Vec<&str> = texts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                rules.join("a.yml").display().to_string(),
+                rules.join("b.yaml").display().to_string(),
+                single.display().to_string(),
+            ]
+        );
+        // the same directory loads as rules, with its macros and lists for the prefilter
+        let (set, _defs) = load_rules(&[rules]).unwrap();
+        assert!(set.is_some());
+
+        let missing = dir.path().join("missing.yaml");
+        let err = rule_texts(std::slice::from_ref(&missing)).unwrap_err();
+        assert!(err.contains("missing.yaml"), "{err}");
+    }
+
+    #[test]
+    fn no_rules_files_load_the_bundled_library() {
+        let (set, _defs) = load_rules(&[]).unwrap();
+        let set = set.unwrap();
+        assert!(set
+            .rules()
+            .iter()
+            .any(|r| r.name == "Terminal shell in container"));
     }
 }
