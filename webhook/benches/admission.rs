@@ -284,6 +284,31 @@ async fn drive(
     }
 }
 
+/// The answer of the minimal handlers: an allow echoing the review's uid, or 400 when the
+/// body did not parse (`None`).
+fn echo_allow(
+    uid: Option<Value>,
+) -> (
+    axum::http::StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    Vec<u8>,
+) {
+    let json_type = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    let Some(uid) = uid else {
+        return (axum::http::StatusCode::BAD_REQUEST, json_type, Vec::new());
+    };
+    let answer = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true},
+    });
+    (
+        axum::http::StatusCode::OK,
+        json_type,
+        serde_json::to_vec(&answer).unwrap(),
+    )
+}
+
 fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -528,23 +553,10 @@ fn main() {
         let app = axum::Router::new().route(
             "/validate",
             post(|body: Bytes| async move {
-                let Ok(review) = serde_json::from_slice::<Value>(&body) else {
-                    return (
-                        axum::http::StatusCode::BAD_REQUEST,
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        Vec::new(),
-                    );
-                };
-                let answer = json!({
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "response": {"uid": review["request"]["uid"], "allowed": true},
-                });
-                (
-                    axum::http::StatusCode::OK,
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    serde_json::to_vec(&answer).unwrap(),
-                )
+                let uid = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .map(|review| review["request"]["uid"].clone());
+                echo_allow(uid)
             }),
         );
         run_stack(MINIMAL, app, &mut rows);
@@ -563,23 +575,10 @@ fn main() {
         let app = axum::Router::new().route(
             "/validate",
             post(|body: Bytes| async move {
-                let Ok(review) = serde_json::from_slice::<Review<'_>>(&body) else {
-                    return (
-                        axum::http::StatusCode::BAD_REQUEST,
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        Vec::new(),
-                    );
-                };
-                let answer = json!({
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "response": {"uid": review.request.uid, "allowed": true},
-                });
-                (
-                    axum::http::StatusCode::OK,
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    serde_json::to_vec(&answer).unwrap(),
-                )
+                let uid = serde_json::from_slice::<Review<'_>>(&body)
+                    .ok()
+                    .map(|review| json!(review.request.uid));
+                echo_allow(uid)
             }),
         );
         run_stack(SCAN, app, &mut rows);
