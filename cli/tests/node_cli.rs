@@ -18,36 +18,36 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-#[test]
-fn status_reports_capabilities_and_posture_as_json() {
-    let rules = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/falco-rules/falco_rules.yaml"
-    );
+/// `tether node status --output json` parsed; `None` when not root, after checking that it
+/// then fails saying so.
+fn status_json(pin_dir: &str, extra: &[&str]) -> Option<serde_json::Value> {
     let out = tether()
-        .args([
-            "node",
-            "status",
-            "--output",
-            "json",
-            "--pin-dir",
-            "/sys/fs/bpf/tether-clitest",
-            "--rules",
-            rules,
-        ])
+        .args(["node", "status", "--output", "json", "--pin-dir", pin_dir])
+        .args(extra)
         .output()
         .unwrap();
     if !is_root() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("must run as root"));
-        return;
+        return None;
     }
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn status_reports_capabilities_and_posture_as_json() {
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/falco-rules/falco_rules.yaml"
+    );
+    let Some(v) = status_json("/sys/fs/bpf/tether-clitest", &["--rules", rules]) else {
+        return;
+    };
     assert_eq!(v["capabilities"]["tp_btf"]["status"], "available", "{v}");
     for cap in ["bpf_lsm", "cgroup_sock_addr", "send_signal"] {
         let s = &v["capabilities"][cap];
@@ -74,26 +74,9 @@ fn status_reports_capabilities_and_posture_as_json() {
 /// prefilter computed from them.
 #[test]
 fn status_without_rules_reports_the_bundled_library() {
-    if !is_root() {
+    let Some(v) = status_json("/sys/fs/bpf/tether-clitest-bundled", &[]) else {
         return;
-    }
-    let out = tether()
-        .args([
-            "node",
-            "status",
-            "--output",
-            "json",
-            "--pin-dir",
-            "/sys/fs/bpf/tether-clitest-bundled",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    };
     let rules: Vec<&str> = v["rules"]
         .as_array()
         .unwrap()
