@@ -201,7 +201,12 @@ pub fn build(
     let admission = webhook(
         ADMISSION_WEBHOOK,
         vec![
-            rule(&cu, "", &["pods", "pods/ephemeralcontainers"], "Namespaced"),
+            rule(
+                &cu,
+                "",
+                &["pods", "pods/ephemeralcontainers", "replicationcontrollers"],
+                "Namespaced",
+            ),
             rule(
                 &cu,
                 "apps",
@@ -328,6 +333,36 @@ mod tests {
             let bundle = h["clientConfig"]["caBundle"].as_str().unwrap();
             assert!(!bundle.is_empty());
             assert_eq!(h["clientConfig"]["service"]["path"], "/validate");
+        }
+        // Every resource whose object carries a pod spec for the bundled library's Pod
+        // Security rules (its `tether_pod_resources` list) is sent to the webhook.
+        let sent: Vec<&str> = hooks[0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["resources"].as_array().unwrap())
+            .filter_map(|r| r.as_str())
+            .collect();
+        let (_, macros) = policies::rules::bundled_files()
+            .iter()
+            .find(|(name, _)| name.ends_with("00-tether-macros.yaml"))
+            .unwrap();
+        let line = macros
+            .lines()
+            .skip_while(|l| !l.starts_with("- list: tether_pod_resources"))
+            .find(|l| l.trim_start().starts_with("items:"))
+            .unwrap();
+        let wanted: Vec<&str> = line
+            .trim_start()
+            .trim_start_matches("items:")
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(str::trim)
+            .collect();
+        assert!(wanted.len() >= 8, "{wanted:?}");
+        for r in wanted.iter().chain(&["pods/ephemeralcontainers"]) {
+            assert!(sent.contains(r), "{r} is not sent to the webhook: {sent:?}");
         }
         assert_eq!(
             hooks[1]["rules"][0]["resources"],
