@@ -610,8 +610,7 @@ impl Pipeline {
     /// Brings the kernel's scoped exec denies of container cgroup `cg` in line with what the
     /// pod cache now says of its pod and namespace: a deny is added when the pod enters a
     /// rule's scope (its labels or its namespace's arrive or change) and removed when it
-    /// leaves it. Host cgroups get none. Entries that fail to apply are not recorded, so the
-    /// next change of the cache tries them again.
+    /// leaves it. Host cgroups get none.
     fn reconcile_scoped(&mut self, cg: u64, tally: &mut Tally) {
         let (container, k8s) = self.enricher.container_of(cg);
         let mut wanted: BTreeMap<String, u32> = BTreeMap::new();
@@ -631,6 +630,19 @@ impl Pipeline {
                 }
             }
         }
+        self.apply_scoped(cg, wanted, &k8s.pod_name, tally);
+    }
+
+    /// Makes `wanted` (binary -> rule id) the scoped exec denies of cgroup `cg` in the kernel
+    /// and records what is there. Entries that fail to apply are not recorded, so the next
+    /// reconciliation tries them again.
+    fn apply_scoped(
+        &mut self,
+        cg: u64,
+        wanted: BTreeMap<String, u32>,
+        pod: &str,
+        tally: &mut Tally,
+    ) {
         let had = self.scoped_applied.remove(&cg).unwrap_or_default();
         let mut applied = BTreeMap::new();
         for (name, rule_id) in &had {
@@ -639,7 +651,7 @@ impl Pipeline {
             }
             match self.enforcer.allow_exec(cg, name) {
                 Ok(()) => {
-                    tracing::info!(rule = %self.rule_name(*rule_id), cgroup = cg, binary = %name, pod = %k8s.pod_name, "scoped exec deny removed: the pod left the rule's scope");
+                    tracing::info!(rule = %self.rule_name(*rule_id), cgroup = cg, binary = %name, pod, "scoped exec deny removed (the pod left the rule's scope, or its cgroup is gone)");
                 }
                 Err(e) => {
                     tally.action_errors += 1;
@@ -655,7 +667,7 @@ impl Pipeline {
             }
             match self.enforcer.deny_exec(cg, &name, rule_id) {
                 Ok(()) => {
-                    tracing::info!(rule = %self.rule_name(rule_id), cgroup = cg, binary = %name, pod = %k8s.pod_name, "scoped exec deny applied");
+                    tracing::info!(rule = %self.rule_name(rule_id), cgroup = cg, binary = %name, pod, "scoped exec deny applied");
                     applied.insert(name, rule_id);
                 }
                 Err(e) => {
@@ -673,17 +685,12 @@ impl Pipeline {
         let cgroups: Vec<u64> = self.scoped_applied.keys().copied().collect();
         for cg in cgroups {
             if self.enricher.cgroups.forget_if_gone(cg) {
-                let gone = self.scoped_applied.remove(&cg).unwrap_or_default();
-                for name in gone.keys() {
-                    if let Err(e) = self.enforcer.allow_exec(cg, name) {
-                        tally.action_errors += 1;
-                        tracing::warn!(cgroup = cg, binary = %name, error = %e, "exec deny of a removed cgroup not removed");
-                    }
-                }
+                self.apply_scoped(cg, BTreeMap::new(), "", tally);
+                self.scoped_applied.remove(&cg);
                 self.isolated.remove(&cg);
-                continue;
+            } else {
+                self.reconcile_scoped(cg, tally);
             }
-            self.reconcile_scoped(cg, tally);
         }
     }
 
