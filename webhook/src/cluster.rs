@@ -87,6 +87,13 @@ pub struct ClusterArgs {
     /// cached, in milliseconds; never more than half the evaluation budget.
     #[arg(long, default_value_t = 50)]
     pub pod_lookup_timeout_ms: u64,
+    /// How long labels of a pod that CONNECT reviews target are taken from the cache (filled
+    /// by pod CREATE/UPDATE reviews and by earlier reads) before the pod is read again, in
+    /// seconds: a label put on a running pod while the webhook did not see the update (the
+    /// webhook was down, `failurePolicy: Ignore`) is seen at the latest this long after.
+    /// When the read fails, the cached labels are used however old.
+    #[arg(long, default_value_t = 30)]
+    pub pod_labels_max_age_secs: u64,
 }
 
 impl Default for ClusterArgs {
@@ -95,6 +102,7 @@ impl Default for ClusterArgs {
             kube: KubeMode::Auto,
             kubeconfig: None,
             pod_lookup_timeout_ms: 50,
+            pod_labels_max_age_secs: 30,
         }
     }
 }
@@ -303,6 +311,7 @@ pub struct Cluster {
     url: String,
     namespaces: NamespaceStore,
     pod_lookup_timeout: Duration,
+    pod_labels_max_age: Duration,
     counters: LookupCounters,
     metrics: Arc<Metrics>,
 }
@@ -323,6 +332,7 @@ impl Cluster {
         client: kube::Client,
         url: String,
         pod_lookup_timeout: Duration,
+        pod_labels_max_age: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -330,6 +340,7 @@ impl Cluster {
             url,
             namespaces: NamespaceStore::default(),
             pod_lookup_timeout,
+            pod_labels_max_age,
             counters: LookupCounters::new(&metrics),
             metrics,
         }
@@ -357,6 +368,11 @@ impl Cluster {
     }
 
     /// How long a pod GET may take within an evaluation budget (zero: no budget).
+    /// How long cached pod labels are used before the pod is read again.
+    pub fn pod_labels_max_age(&self) -> Duration {
+        self.pod_labels_max_age
+    }
+
     pub fn lookup_timeout(&self, budget: Duration) -> Duration {
         if budget.is_zero() {
             self.pod_lookup_timeout
@@ -366,8 +382,9 @@ impl Cluster {
     }
 
     /// Reads the labels of pod `namespace/name` with one GET bounded by `timeout`, and
-    /// remembers them in `cache`. `None` when the pod does not exist or the GET failed or
-    /// timed out (each counted in `cluster_lookups_total{kind="pod"}`).
+    /// remembers them in `cache` (a pod that does not exist is forgotten there). `None` when
+    /// the pod does not exist or the GET failed or timed out (each counted in
+    /// `cluster_lookups_total{kind="pod"}`).
     pub async fn pod_labels(
         &self,
         namespace: &str,
@@ -391,12 +408,13 @@ impl Cluster {
             }
             Ok(Ok(None)) => {
                 self.counters.pod_not_found.inc();
+                cache.forget(namespace, name);
                 tracing::debug!(namespace, pod = name, "pod of a CONNECT review not found");
                 None
             }
             Ok(Err(e)) => {
                 self.counters.pod_error.inc();
-                tracing::warn!(namespace, pod = name, error = %e, "cannot read the pod of a CONNECT review; evaluating without its labels");
+                tracing::warn!(namespace, pod = name, error = %e, "cannot read the pod of a CONNECT review; evaluating with the labels cached earlier, if any");
                 None
             }
             Err(_) => {
@@ -405,7 +423,7 @@ impl Cluster {
                     namespace,
                     pod = name,
                     timeout_ms = timeout.as_millis(),
-                    "reading the pod of a CONNECT review timed out; evaluating without its labels"
+                    "reading the pod of a CONNECT review timed out; evaluating with the labels cached earlier, if any"
                 );
                 None
             }
@@ -628,9 +646,12 @@ pub async fn connect(
         Ok(version) => {
             tracing::info!(api = %url, %version, "using the Kubernetes API: watching namespaces, reading the pods CONNECT reviews target");
             let timeout = Duration::from_millis(args.pod_lookup_timeout_ms);
+            let max_age = Duration::from_secs(args.pod_labels_max_age_secs);
             Ok(ClusterAccess {
                 mode,
-                cluster: Some(Arc::new(Cluster::new(client, url, timeout, metrics))),
+                cluster: Some(Arc::new(Cluster::new(
+                    client, url, timeout, max_age, metrics,
+                ))),
                 unused_because: None,
             })
         }
@@ -715,6 +736,7 @@ mod tests {
             client,
             "http://127.0.0.1:9".into(),
             Duration::from_millis(50),
+            Duration::from_secs(30),
             metrics,
         );
         assert_eq!(

@@ -234,19 +234,23 @@ async fn evaluate(
     let mut lookup_spent = Duration::ZERO;
     let labels = if session_kind(req).is_some() {
         match (&req.namespace, &req.name) {
-            (Some(ns), Some(name)) => match (state.labels.labels(ns, name), &state.cluster.cluster)
-            {
-                (Some(l), _) => Some(l),
-                // Not cached: read the pod, within part of the budget.
-                (None, Some(cluster)) => {
-                    let start = Instant::now();
-                    let timeout = cluster.lookup_timeout(budget);
-                    let found = cluster.pod_labels(ns, name, timeout, &state.labels).await;
-                    lookup_spent = start.elapsed();
-                    found
+            (Some(ns), Some(name)) => {
+                let cluster = state.cluster.cluster.as_ref();
+                let max_age = cluster.map(|c| c.pod_labels_max_age());
+                match (state.labels.labels(ns, name, max_age), cluster) {
+                    (Some(l), _) => Some(l),
+                    // Not cached, or cached too long ago: read the pod, within part of the
+                    // budget; when that fails, what the cache has, however old.
+                    (None, Some(cluster)) => {
+                        let start = Instant::now();
+                        let timeout = cluster.lookup_timeout(budget);
+                        let found = cluster.pod_labels(ns, name, timeout, &state.labels).await;
+                        lookup_spent = start.elapsed();
+                        found.or_else(|| state.labels.labels(ns, name, None))
+                    }
+                    (None, None) => None,
                 }
-                (None, None) => None,
-            },
+            }
             _ => None,
         }
     } else {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use engine::{ExecSession, SessionKind};
 use serde_json::{Map, Value};
@@ -68,10 +69,13 @@ pub fn exec_session(req: &ReviewRequest, review: &Value, now_ns: i64) -> Option<
 /// carry only `PodExecOptions`) can read the target pod's labels. Bounded: when full, an
 /// arbitrary entry gives way. Without the Kubernetes API, a pod created before this webhook
 /// started is unknown until its next UPDATE.
+/// Labels by (namespace, name), with when they were learnt.
+type LabelsByPod = HashMap<(String, String), (Map<String, Value>, Instant)>;
+
 #[derive(Debug)]
 pub struct PodLabelCache {
     max_entries: usize,
-    pods: Mutex<HashMap<(String, String), Map<String, Value>>>,
+    pods: Mutex<LabelsByPod>,
 }
 
 impl PodLabelCache {
@@ -119,6 +123,13 @@ impl PodLabelCache {
         }
     }
 
+    /// Forgets pod `namespace/name` (the API says it does not exist).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.remove(&(namespace.to_string(), name.to_string()));
+        }
+    }
+
     /// Remembers the labels of pod `namespace/name` (read from the API).
     pub fn insert(&self, namespace: String, name: String, labels: Map<String, Value>) {
         if let Ok(mut pods) = self.pods.lock() {
@@ -128,7 +139,7 @@ impl PodLabelCache {
 
     fn insert_locked(
         &self,
-        pods: &mut HashMap<(String, String), Map<String, Value>>,
+        pods: &mut LabelsByPod,
         namespace: String,
         name: String,
         labels: Map<String, Value>,
@@ -139,14 +150,22 @@ impl PodLabelCache {
                 pods.remove(&k);
             }
         }
-        pods.insert(key, labels);
+        pods.insert(key, (labels, Instant::now()));
     }
 
-    /// The labels of a pod, if it was seen.
-    pub fn labels(&self, namespace: &str, name: &str) -> Option<Map<String, Value>> {
+    /// The labels of a pod, if it was seen, and within `max_age` when one is given.
+    pub fn labels(
+        &self,
+        namespace: &str,
+        name: &str,
+        max_age: Option<Duration>,
+    ) -> Option<Map<String, Value>> {
         let pods = self.pods.lock().ok()?;
-        pods.get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        let (labels, learnt) = pods.get(&(namespace.to_string(), name.to_string()))?;
+        if max_age.is_some_and(|age| learnt.elapsed() > age) {
+            return None;
+        }
+        Some(labels.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -214,7 +233,10 @@ mod tests {
         let mut req = r.request.clone().unwrap();
         let cache = PodLabelCache::new(2);
         cache.observe(&req, &r.body);
-        assert_eq!(cache.labels("default", "good-pod").unwrap()["app"], "web");
+        assert_eq!(
+            cache.labels("default", "good-pod", None).unwrap()["app"],
+            "web"
+        );
         for i in 0..5 {
             req.name = Some(format!("p{i}"));
             cache.observe(&req, &r.body);
@@ -223,7 +245,7 @@ mod tests {
         req.operation = Operation::Delete;
         req.name = Some("p4".into());
         cache.observe(&req, &r.body);
-        assert!(cache.labels("default", "p4").is_none());
+        assert!(cache.labels("default", "p4", None).is_none());
 
         // Labels read from the API go in the same bounded cache.
         cache.insert(
@@ -234,7 +256,14 @@ mod tests {
                 .unwrap()
                 .clone(),
         );
-        assert_eq!(cache.labels("prod", "db-0").unwrap()["app"], "web");
+        assert_eq!(cache.labels("prod", "db-0", None).unwrap()["app"], "web");
         assert_eq!(cache.len(), 2);
+
+        // Past the maximum age an entry is not given out; without one it always is.
+        let age = Duration::from_millis(20);
+        assert!(cache.labels("prod", "db-0", Some(age)).is_some());
+        std::thread::sleep(age * 2);
+        assert!(cache.labels("prod", "db-0", Some(age)).is_none());
+        assert!(cache.labels("prod", "db-0", None).is_some());
     }
 }

@@ -41,6 +41,7 @@ fn cluster_args(pki: &Pki, kube: KubeMode, kubeconfig: &Path) -> WebhookArgs {
         kube,
         kubeconfig: Some(kubeconfig.to_path_buf()),
         pod_lookup_timeout_ms: 2000,
+        pod_labels_max_age_secs: 30,
     };
     a
 }
@@ -368,6 +369,48 @@ async fn bundled_library_refuses_execs_into_labelled_protected_pods() {
     api.shutdown().await;
 }
 
+/// A label put on a running pod (no UPDATE review reached the webhook) is seen once the
+/// cached labels are older than `--pod-labels-max-age-secs`; a pod that is gone is forgotten.
+#[tokio::test]
+async fn labels_put_on_a_running_pod_are_read_again_after_the_max_age() {
+    let (api, _dir, kubeconfig) = double().await;
+    let pods: Api<Pod> = Api::namespaced(api.client().unwrap(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "labels": {"app": "db"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let pki = Pki::new();
+    let mut a = cluster_args(&pki, KubeMode::On, &kubeconfig);
+    a.cluster.pod_labels_max_age_secs = 0;
+    let hook = start_hook(&a).await;
+    let c = client_for(&pki);
+    ready(&hook.url, &c).await;
+
+    let exec = |uid: &str| exec_review(uid, "default", "db-0", "alice", &["sh"]);
+    let (allowed, msg) = answer(&c, &hook.url, &exec("m-1")).await;
+    assert!(allowed, "{msg}");
+    // Labelled protected behind the webhook's back (no admission review for it).
+    pods.patch(
+        "db-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"protected": "true"}}})),
+    )
+    .await
+    .unwrap();
+    let (allowed, msg) = answer(&c, &hook.url, &exec("m-2")).await;
+    assert!(!allowed, "the new label was not read: {msg}");
+    assert!(msg.contains("Exec Into Protected Pod"), "{msg}");
+
+    pods.delete("db-0", &DeleteParams::default()).await.unwrap();
+    let (allowed, msg) = answer(&c, &hook.url, &exec("m-3")).await;
+    assert!(allowed, "a deleted pod's labels were still used: {msg}");
+    hook.running.stop().await.unwrap();
+    api.shutdown().await;
+}
+
 /// A Kubernetes API that answers `/version`, fails namespace lists with 500, never answers
 /// for pod `default/slow`, and fails every other pod with 500.
 async fn broken_api() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
@@ -440,6 +483,8 @@ async fn a_broken_api_keeps_the_webhook_serving_but_not_ready() {
     let mut a = cluster_args(&pki, KubeMode::On, &kubeconfig);
     // Long enough for the failing GET to fail rather than time out on a loaded machine.
     a.cluster.pod_lookup_timeout_ms = 500;
+    // Cached labels are always read again (and then, the API failing, used anyway).
+    a.cluster.pod_labels_max_age_secs = 0;
     let hook = start_hook(&a).await;
     let c = client_for(&pki);
 
@@ -486,6 +531,30 @@ async fn a_broken_api_keeps_the_webhook_serving_but_not_ready() {
     assert_eq!(lookups(&text, "pod", "error"), 1.0, "{text}");
     assert_eq!(lookups(&text, "pod", "timeout"), 1.0, "{text}");
     assert!(lookups(&text, "namespace", "not_synced") >= 3.0, "{text}");
+
+    // Labels the webhook learnt from the pod's CREATE review, older than the maximum age:
+    // the pod cannot be read again, so they are used however old.
+    let (allowed, _) = answer(
+        &c,
+        &hook.url,
+        &pod_review("b-4", "default", "broken", json!({"protected": "true"})),
+    )
+    .await;
+    assert!(allowed);
+    let (allowed, msg) = answer(
+        &c,
+        &hook.url,
+        &exec_review("b-5", "default", "broken", "alice", &["sh"]),
+    )
+    .await;
+    assert!(!allowed, "the cached labels were not used: {msg}");
+    assert!(msg.contains("Exec Into Protected Pod"), "{msg}");
+    let text = metrics_text(&c, &hook.url).await;
+    assert_eq!(
+        lookups(&text, "pod", "error"),
+        2.0,
+        "the pod was read again: {text}"
+    );
     hook.running.stop().await.unwrap();
     server.abort();
 }
