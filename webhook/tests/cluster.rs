@@ -98,6 +98,17 @@ fn namespace(name: &str, labels: Value) -> Namespace {
     .unwrap()
 }
 
+/// Creates pod `default/name` with `labels` in the double, through the kube-rs client.
+async fn create_pod(pods: &Api<Pod>, name: &str, labels: Value) {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+}
+
 fn host_network_review(uid: &str, ns: &str) -> Value {
     let mut r = pod_review(uid, ns, "web", json!({"app": "web"}));
     r["request"]["object"]["spec"]["hostNetwork"] = json!(true);
@@ -267,13 +278,7 @@ async fn namespace_label_scopes_follow_the_namespace_watch() {
 async fn exec_into_a_pod_created_before_start_sees_its_labels() {
     let (api, _dir, kubeconfig) = double().await;
     let pods: Api<Pod> = Api::namespaced(api.client().unwrap(), "default");
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "vault-0", "labels": {"protected": "true"}},
-        "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
+    create_pod(&pods, "vault-0", json!({"protected": "true"})).await;
 
     let pki = Pki::new();
     let hook = start_hook(&cluster_args(&pki, KubeMode::On, &kubeconfig)).await;
@@ -332,13 +337,7 @@ async fn bundled_library_refuses_execs_into_labelled_protected_pods() {
         ),
         ("web-0", json!({"app": "web"})),
     ] {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
+        create_pod(&pods, name, labels).await;
     }
     let pki = Pki::new();
     let mut a = cluster_args(&pki, KubeMode::On, &kubeconfig);
@@ -375,13 +374,7 @@ async fn bundled_library_refuses_execs_into_labelled_protected_pods() {
 async fn labels_put_on_a_running_pod_are_read_again_after_the_max_age() {
     let (api, _dir, kubeconfig) = double().await;
     let pods: Api<Pod> = Api::namespaced(api.client().unwrap(), "default");
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "db-0", "labels": {"app": "db"}},
-        "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
+    create_pod(&pods, "db-0", json!({"app": "db"})).await;
     let pki = Pki::new();
     let mut a = cluster_args(&pki, KubeMode::On, &kubeconfig);
     a.cluster.pod_labels_max_age_secs = 0;
