@@ -42,3 +42,10 @@ pub mod webhook_config;
 
 pub use decide::FailureMode;
 pub use server::{router, serve_tls, HandlerOptions, WebhookState};
+
+/// A file of `../shared/fixtures`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+    std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}

@@ -210,15 +210,11 @@ impl RulesLoader for PolicyLoader {
 
 #[cfg(test)]
 mod tests {
+    use crate::fixture;
     use std::time::Duration;
 
     use super::*;
     use crate::review::parse;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
-        std::fs::read(format!("{dir}/{name}")).unwrap()
-    }
 
     /// Started inline and interrupted at once, or given time to finish: the same hits as
     /// one uninterrupted evaluation.

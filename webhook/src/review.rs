@@ -496,11 +496,7 @@ pub fn encode(version: ReviewVersion, response: &AdmissionResponse) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
-        std::fs::read(format!("{dir}/{name}")).unwrap()
-    }
+    use crate::fixture;
 
     #[test]
     fn captured_pod_create_parses() {

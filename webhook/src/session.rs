@@ -180,12 +180,8 @@ impl PodLabelCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture;
     use crate::review::parse;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
-        std::fs::read(format!("{dir}/{name}")).unwrap()
-    }
 
     #[test]
     fn captured_exec_reviews_become_sessions() {
