@@ -512,15 +512,13 @@ impl Enforcer {
                     // dropped (detached) before they were ever pinned.
                     tracing::warn!(program = %prog.name, hook = %hook, error = %e, "syscall tracepoint refused; capturing syscalls with the raw_tp pair instead");
                     capture = SyscallCapture::after_tracepoint_failure(&hook, &e.to_string());
-                    let tracepoint = |name: &str| {
-                        name.starts_with("tether_enter_") || name.starts_with("tether_exit_")
-                    };
-                    fresh_links.retain(|(path, _)| {
-                        !path
-                            .file_name()
-                            .is_some_and(|n| tracepoint(&n.to_string_lossy()))
-                    });
-                    attachments.retain(|a| !tracepoint(&a.program));
+                    let dropped: Vec<PathBuf> = progs
+                        .iter()
+                        .filter(|p| matches!(p.kind, Kind::SysTp(_)))
+                        .map(|p| links_dir.join(&p.name))
+                        .collect();
+                    fresh_links.retain(|(path, _)| !dropped.contains(path));
+                    attachments.retain(|a| !dropped.contains(&links_dir.join(&a.program)));
                     progs = programs(&capture);
                     next = 0;
                     continue;
