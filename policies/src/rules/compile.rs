@@ -20,8 +20,17 @@ pub(crate) enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
-    Macro(Arc<Expr>),
+    Macro(Arc<MacroExpr>),
     Cmp(Box<Cmp>),
+}
+
+/// A compiled macro, shared by every condition that uses it. Its value depends only on the
+/// event, so one evaluation of a rule set computes it once (see [`super::eval::Memo`]).
+#[derive(Debug)]
+pub(crate) struct MacroExpr {
+    /// Index of the macro's slot in an evaluation's memo, below [`Compiler::macro_count`].
+    pub id: u32,
+    pub expr: Expr,
 }
 
 #[derive(Debug)]
@@ -84,7 +93,8 @@ const MAX_NEST: usize = 32;
 pub(crate) struct Compiler<'a> {
     pub loaded: &'a Loaded,
     lists: HashMap<String, Option<Vec<String>>>,
-    macros: HashMap<String, Option<Arc<Expr>>>,
+    macros: HashMap<String, Option<Arc<MacroExpr>>>,
+    macro_count: u32,
     macro_stack: Vec<String>,
     list_depth: usize,
     pub errors: Vec<LoadError>,
@@ -98,6 +108,7 @@ impl<'a> Compiler<'a> {
             loaded,
             lists: HashMap::new(),
             macros: HashMap::new(),
+            macro_count: 0,
             macro_stack: Vec::new(),
             list_depth: 0,
             errors: Vec::new(),
@@ -177,7 +188,12 @@ impl<'a> Compiler<'a> {
     }
 
     /// The compiled body of a macro; `None` when it has errors (reported once, at the macro).
-    pub fn macro_expr(&mut self, name: &str) -> Result<Option<Arc<Expr>>, String> {
+    /// How many macros were compiled: the size of an evaluation's memo.
+    pub fn macro_count(&self) -> u32 {
+        self.macro_count
+    }
+
+    pub fn macro_expr(&mut self, name: &str) -> Result<Option<Arc<MacroExpr>>, String> {
         if let Some(m) = self.macros.get(name) {
             self.used_macros.insert(name.to_string());
             return Ok(m.clone());
@@ -218,7 +234,11 @@ impl<'a> Compiler<'a> {
                 let r = self.expr(&ast);
                 self.macro_stack.pop();
                 match r {
-                    Ok(e) => Some(Arc::new(e)),
+                    Ok(expr) => {
+                        let id = self.macro_count;
+                        self.macro_count += 1;
+                        Some(Arc::new(MacroExpr { id, expr }))
+                    }
                     Err(e) => {
                         if let Some(m) = e.message {
                             self.cond_error(&cond, e.pos, item, m);
@@ -728,7 +748,7 @@ pub(crate) fn fields_of(e: &Expr, out: &mut Vec<(FieldId, String)>) {
     match e {
         Expr::And(v) | Expr::Or(v) => v.iter().for_each(|x| fields_of(x, out)),
         Expr::Not(x) => fields_of(x, out),
-        Expr::Macro(m) => fields_of(m, out),
+        Expr::Macro(m) => fields_of(&m.expr, out),
         Expr::Cmp(c) => {
             out.push((c.lhs.field.id, c.lhs.field.text.clone()));
             if let CRhs::Operand(o) = &c.rhs {
@@ -796,7 +816,7 @@ pub(crate) fn possible_values(e: &Expr, field: FieldId) -> Option<HashSet<String
             Some(acc)
         }
         Expr::Not(_) => None,
-        Expr::Macro(m) => possible_values(m, field),
+        Expr::Macro(m) => possible_values(&m.expr, field),
         Expr::Cmp(c) => {
             if c.lhs.field.id != field || !c.lhs.transforms.is_empty() {
                 return None;

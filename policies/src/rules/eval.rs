@@ -10,12 +10,42 @@ use crate::condition::{Op, Transformer};
 use crate::event::Event;
 use crate::value::Value;
 
-pub(crate) fn eval(e: &Expr, ev: &Event) -> bool {
+/// The values of the macros evaluated so far on one event. A macro's value depends only on
+/// the event, and the rules of a set share macros (every pod security rule starts with
+/// `tether_pod_spec_write`, many Falco rules with `kevt` or `spawned_process`), so one
+/// evaluation of a rule set computes each macro at most once.
+pub(crate) struct Memo(Vec<u8>);
+
+const UNKNOWN: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+
+impl Memo {
+    /// A memo for a rule set with `macros` compiled macros.
+    pub(crate) fn new(macros: u32) -> Memo {
+        Memo(vec![UNKNOWN; macros as usize])
+    }
+}
+
+pub(crate) fn eval(e: &Expr, ev: &Event, memo: &mut Memo) -> bool {
     match e {
-        Expr::And(v) => v.iter().all(|x| eval(x, ev)),
-        Expr::Or(v) => v.iter().any(|x| eval(x, ev)),
-        Expr::Not(x) => !eval(x, ev),
-        Expr::Macro(m) => eval(m, ev),
+        Expr::And(v) => v.iter().all(|x| eval(x, ev, memo)),
+        Expr::Or(v) => v.iter().any(|x| eval(x, ev, memo)),
+        Expr::Not(x) => !eval(x, ev, memo),
+        Expr::Macro(m) => {
+            let slot = m.id as usize;
+            match memo.0.get(slot).copied() {
+                Some(TRUE) => true,
+                Some(FALSE) => false,
+                _ => {
+                    let v = eval(&m.expr, ev, memo);
+                    if let Some(s) = memo.0.get_mut(slot) {
+                        *s = if v { TRUE } else { FALSE };
+                    }
+                    v
+                }
+            }
+        }
         Expr::Cmp(c) => cmp(c, ev),
     }
 }

@@ -69,6 +69,8 @@ pub struct RuleSet {
     syscall: Index,
     audit: Index,
     admission: Index,
+    /// Compiled macros: the size of an evaluation's macro memo.
+    macros: u32,
 }
 
 #[derive(Debug)]
@@ -272,6 +274,7 @@ impl RuleSet {
             syscall: Index::default(),
             audit: Index::default(),
             admission: Index::default(),
+            macros: 0,
         }
     }
 
@@ -359,6 +362,7 @@ impl RuleSet {
         };
         let mut cands = Vec::new();
         index.candidates(ev, &mut cands);
+        let mut memo = eval::Memo::new(self.macros);
         for (at, i) in cands.iter().enumerate().skip(from) {
             if let Some(d) = deadline {
                 // Reading the clock costs about as much as a cheap rule: every few rules.
@@ -370,7 +374,7 @@ impl RuleSet {
             let (Some(c), Some(r)) = (self.compiled.get(i), self.rules.get(i)) else {
                 continue;
             };
-            if eval::eval(&c.expr, ev) {
+            if eval::eval(&c.expr, ev, &mut memo) {
                 f(c, r);
             }
         }
@@ -696,6 +700,7 @@ fn build(loaded: Loaded) -> Result<RuleSet, LoadErrors> {
         syscall,
         audit,
         admission,
+        macros: cx.macro_count(),
     })
 }
 
@@ -744,5 +749,60 @@ mod tests {
             .warnings()
             .iter()
             .all(|w| !w.message.starts_with("bundled library not loaded")));
+    }
+
+    /// Macros are computed once per evaluation and shared by the rules that use them; each
+    /// macro keeps its own value (nested, negated, used before and after another).
+    #[test]
+    fn shared_macros_keep_their_own_values() {
+        let yaml = r#"
+- macro: is_create
+  condition: ka.verb = create
+- macro: is_pods
+  condition: ka.target.resource = pods
+- macro: pod_create
+  condition: is_create and is_pods
+- rule: r1
+  desc: d
+  condition: is_create and not is_pods
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+- rule: r2
+  desc: d
+  condition: pod_create
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+- rule: r3
+  desc: d
+  condition: not is_create or is_pods
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+- rule: r4
+  desc: d
+  condition: is_pods and not pod_create
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+"#;
+        let rs = RuleSet::from_texts(&[("m.yaml".to_string(), yaml.to_string())]).unwrap();
+        let fired = |verb: &str, resource: &str| -> Vec<String> {
+            let ev = Event::from_audit_value(serde_json::json!({
+                "kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete",
+                "verb": verb, "auditID": "a", "requestURI": "/x",
+                "objectRef": {"resource": resource, "namespace": "n", "name": "p"}
+            }))
+            .unwrap();
+            rs.evaluate(&ev)
+                .into_iter()
+                .map(|m| m.rule.name.clone())
+                .collect()
+        };
+        assert_eq!(fired("create", "pods"), ["r2", "r3"]);
+        assert_eq!(fired("create", "secrets"), ["r1"]);
+        assert_eq!(fired("delete", "pods"), ["r3", "r4"]);
+        assert_eq!(fired("delete", "secrets"), ["r3"]);
     }
 }
