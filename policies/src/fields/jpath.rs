@@ -114,6 +114,83 @@ pub(crate) fn select<'a>(q: &'a JpQuery, body: &'a Body) -> Option<Result<Vec<&'
     }
 }
 
+/// Whether `q` selects some value that is not `null` in the body (what `json[q] exists`
+/// tests), as [`select`] would answer, but depth first and stopping at the first such value,
+/// without collecting nodes. `None` when the query calls a function or has a form left to
+/// [`select`] (the descendant segment, slices).
+pub(crate) fn exists(q: &JpQuery, body: &Body) -> Option<bool> {
+    let root = Root(body);
+    let found = match q.segments.split_first() {
+        Some((Segment::Selector(Selector::Name(k)), rest)) => match body.get(k) {
+            Some(v) => any(rest, v, root),
+            None => Ok(false),
+        },
+        _ => any(&q.segments, root.full(), root),
+    };
+    found.ok()
+}
+
+/// Whether `segs`, applied to `v` (never the item a filter tests), select a value that is
+/// not `null`.
+fn any<'a>(segs: &'a [Segment], v: &'a Json, root: Root<'a>) -> R<bool> {
+    let Some((s, rest)) = segs.split_first() else {
+        return Ok(!v.is_null());
+    };
+    match s {
+        Segment::Selector(sel) => any_selected(sel, rest, v, root),
+        Segment::Selectors(sels) if !sels.is_empty() => {
+            for sel in sels {
+                if any_selected(sel, rest, v, root)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        Segment::Selectors(_) | Segment::Descendant(_) => Err(Unsupported),
+    }
+}
+
+fn any_selected<'a>(
+    sel: &'a Selector,
+    rest: &'a [Segment],
+    v: &'a Json,
+    root: Root<'a>,
+) -> R<bool> {
+    let each = |d: Data<'a>| -> R<bool> {
+        match d {
+            Data::Ref(n) => any(rest, n.v, root),
+            Data::Refs(ns) => {
+                for n in ns {
+                    if any(rest, n.v, root)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Data::Value | Data::Nothing => Ok(false),
+        }
+    };
+    match sel {
+        Selector::Name(k) => each(key(child(v), k)),
+        Selector::Index(i) => each(index(child(v), *i)),
+        Selector::Wildcard => each(wildcard(child(v))),
+        Selector::Slice(..) => Err(Unsupported),
+        Selector::Filter(f) => {
+            let items: Box<dyn Iterator<Item = &'a Json>> = match v {
+                Json::Array(a) => Box::new(a.iter()),
+                Json::Object(o) => Box::new(o.values()),
+                _ => return Ok(false),
+            };
+            for item in items {
+                if filter_item(f, item, root)? && any(rest, item, root)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+    }
+}
+
 fn segments<'a>(segs: &'a [Segment], mut d: Data<'a>, root: Root<'a>) -> R<Data<'a>> {
     for s in segs {
         d = segment(s, d, root)?;

@@ -1118,7 +1118,9 @@ fn json_select<'e>(q: &'e JpQuery, j: &'e Body) -> Result<Vec<&'e Json>, ()> {
 /// the selected objects as text: some selected value is not `null`.
 pub(crate) fn json_exists(q: &JpQuery, ev: &Event) -> bool {
     match ev.body() {
-        Some(j) => json_select(q, j).is_ok_and(|found| found.iter().any(|v| !v.is_null())),
+        Some(j) => super::jpath::exists(q, j).unwrap_or_else(|| {
+            json_select(q, j).is_ok_and(|found| found.iter().any(|v| !v.is_null()))
+        }),
         None => false,
     }
 }
