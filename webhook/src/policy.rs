@@ -83,6 +83,10 @@ impl Rules for PolicyRules {
     fn rule_count(&self) -> usize {
         self.admission_rules
     }
+
+    fn reads_managed_fields(&self) -> bool {
+        self.set.admission_reads_managed_fields()
+    }
 }
 
 /// The review as a `k8s_admission` event.

@@ -81,7 +81,8 @@ pub struct ReviewRequest {
 pub struct ParsedReview {
     pub version: ReviewVersion,
     pub uid: String,
-    /// The whole review as sent.
+    /// The whole review as sent (less the objects' `metadata.managedFields` when the
+    /// [`ParseOptions`] leave them out).
     pub body: Value,
     pub request: Result<ReviewRequest, Invalid>,
 }
@@ -97,16 +98,38 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Parses a request body.
+/// What a parse keeps of the review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Keep `request.object.metadata.managedFields` and `request.oldObject.metadata.
+    /// managedFields`. When no rule reads them
+    /// ([`policies::RuleSet::admission_reads_managed_fields`]) they are only checked as JSON
+    /// and left out: they are the largest part of most objects the API server sends.
+    pub keep_managed_fields: bool,
+}
+
+impl ParseOptions {
+    /// The whole review.
+    pub const WHOLE: ParseOptions = ParseOptions {
+        keep_managed_fields: true,
+    };
+}
+
+/// Parses a request body, whole.
 pub fn parse(bytes: &[u8]) -> Result<ParsedReview, MalformedBody> {
+    parse_with(bytes, ParseOptions::WHOLE)
+}
+
+/// Parses a request body, keeping what `options` say.
+pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, MalformedBody> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(MalformedBody("body is empty".into()));
     }
     // Text checked as UTF-8 once is parsed without checking every string again; other
     // bytes go to the byte parser, whose error names where the bad byte is.
     let parsed = match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(bytes),
+        Ok(text) => read_review(serde_json::Deserializer::from_str(text), options),
+        Err(_) => read_review(serde_json::Deserializer::from_slice(bytes), options),
     };
     let body: Value = parsed.map_err(|e| {
         let what = match e.classify() {
@@ -192,6 +215,172 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedReview, MalformedBody> {
         body,
         request: checked,
     })
+}
+
+/// The whole body as one JSON value (trailing characters are an error), as
+/// `serde_json::from_str` reads it, less what `options` leave out.
+fn read_review<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    options: ParseOptions,
+) -> serde_json::Result<Value> {
+    use serde::de::{Deserialize, DeserializeSeed};
+    let v = if options.keep_managed_fields {
+        Value::deserialize(&mut de)?
+    } else {
+        Trimmed(At::Review).deserialize(&mut de)?
+    };
+    de.end()?;
+    Ok(v)
+}
+
+/// Where a trimmed parse is: the places on the way to an object's `managedFields`.
+#[derive(Clone, Copy)]
+enum At {
+    Review,
+    Request,
+    Object,
+    Metadata,
+}
+
+/// A JSON value built as `serde_json::Value`'s own `Deserialize` builds it, except that
+/// `request.{object,oldObject}.metadata.managedFields` is checked as JSON and left out.
+struct Trimmed(At);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Trimmed {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Trimmed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Number(i.into()))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+        Ok(Value::Number(u.into()))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element::<Value>()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let next = match (self.0, k.as_str()) {
+                (At::Review, "request") => Some(At::Request),
+                (At::Request, "object" | "oldObject") => Some(At::Object),
+                (At::Object, "metadata") => Some(At::Metadata),
+                (At::Metadata, "managedFields") => {
+                    map.next_value::<Discard>()?;
+                    continue;
+                }
+                _ => None,
+            };
+            let v = match next {
+                Some(at) => map.next_value_seed(Trimmed(at))?,
+                None => map.next_value::<Value>()?,
+            };
+            m.insert(k, v);
+        }
+        Ok(Value::Object(m))
+    }
+}
+
+/// A JSON value read through the same parser paths as a `Value` (so a malformed one gets
+/// the same error, word for word) but kept nowhere: nothing is allocated but what the
+/// parser itself needs for strings with escapes. (`serde::de::IgnoredAny` skips faster,
+/// but words some errors differently.)
+struct Discard;
+
+impl<'de> serde::Deserialize<'de> for Discard {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Discard, D::Error> {
+        d.deserialize_any(Discard)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Discard {
+    type Value = Discard;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+
+    fn visit_unit<E>(self) -> Result<Discard, E> {
+        Ok(Discard)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Discard, A::Error> {
+        while seq.next_element::<Discard>()?.is_some() {}
+        Ok(Discard)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Discard, A::Error> {
+        while map.next_key::<Discard>()?.is_some() {
+            map.next_value::<Discard>()?;
+        }
+        Ok(Discard)
+    }
 }
 
 fn opt_string(r: &Map<String, Value>, key: &str, at: &str) -> Result<Option<String>, Invalid> {
@@ -614,6 +803,7 @@ mod tests {
                     }
                 }
             }
+            same_when_trimmed(&body);
             match parse(&body) {
                 Err(_) => outcomes[0] += 1,
                 Ok(p) => {
@@ -630,6 +820,80 @@ mod tests {
         }
         // All three outcomes occur, so the mutations reach every layer.
         assert!(outcomes.iter().all(|n| *n > 0), "{outcomes:?}");
+    }
+
+    const TRIMMED: ParseOptions = ParseOptions {
+        keep_managed_fields: false,
+    };
+
+    /// The whole review less `request.{object,oldObject}.metadata.managedFields`.
+    fn without_managed_fields(mut v: Value) -> Value {
+        for o in ["object", "oldObject"] {
+            if let Some(Value::Object(m)) = v.pointer_mut(&format!("/request/{o}/metadata")) {
+                m.shift_remove("managedFields");
+            }
+        }
+        v
+    }
+
+    /// A trimmed parse answers as a whole one: the same error, or the same review and
+    /// request less the objects' managedFields.
+    fn same_when_trimmed(body: &[u8]) {
+        match (parse(body), parse_with(body, TRIMMED)) {
+            (Err(a), Err(b)) => assert_eq!(a.0, b.0),
+            (Ok(a), Ok(b)) => {
+                assert_eq!((a.version, &a.uid), (b.version, &b.uid));
+                assert_eq!(a.request, b.request);
+                assert_eq!(without_managed_fields(a.body), b.body);
+            }
+            (a, b) => panic!("whole: {a:?}\ntrimmed: {b:?}"),
+        }
+    }
+
+    #[test]
+    fn trimmed_parse_leaves_out_only_the_objects_managed_fields() {
+        let capture = fixture("apiserver-captures/admission-pod-create-good-pod-allowed.json");
+        let whole = parse(&capture).unwrap().body;
+        assert!(whole
+            .pointer("/request/object/metadata/managedFields")
+            .is_some());
+        let trimmed = parse_with(&capture, TRIMMED).unwrap().body;
+        assert!(trimmed
+            .pointer("/request/object/metadata/managedFields")
+            .is_none());
+        assert_eq!(
+            trimmed.pointer("/request/object/spec"),
+            whole.pointer("/request/object/spec")
+        );
+        same_when_trimmed(&capture);
+
+        let mf = r#"[{"manager":"kubectl","fieldsV1":{"f:metadata":{"f:labels":{".":{}}}}}]"#;
+        let body = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"operation":"UPDATE","userInfo":{{"username":"a"}},"managedFields":{mf},"object":{{"metadata":{{"name":"p","managedFields":{mf},"labels":{{"managedFields":"kept"}}}},"spec":{{"managedFields":{mf}}}}},"oldObject":{{"metadata":{{"managedFields":{mf},"name":"p"}}}}}},"managedFields":{mf}}}"#
+        );
+        let trimmed = parse_with(body.as_bytes(), TRIMMED).unwrap().body;
+        assert!(trimmed
+            .pointer("/request/object/metadata/managedFields")
+            .is_none());
+        assert!(trimmed
+            .pointer("/request/oldObject/metadata/managedFields")
+            .is_none());
+        // Elsewhere it is kept.
+        for at in [
+            "/managedFields",
+            "/request/managedFields",
+            "/request/object/spec/managedFields",
+            "/request/object/metadata/labels/managedFields",
+        ] {
+            assert!(trimmed.pointer(at).is_some(), "{at}");
+        }
+        same_when_trimmed(body.as_bytes());
+
+        // What is left out is still checked as JSON.
+        let broken = body.replacen(r#""manager":"kubectl""#, r#""manager":kubectl"#, 2);
+        let err = parse_with(broken.as_bytes(), TRIMMED).unwrap_err();
+        assert!(err.0.contains("not valid JSON"), "{err}");
+        same_when_trimmed(broken.as_bytes());
     }
 
     /// Parsing checked text gives the byte parser's values and errors.

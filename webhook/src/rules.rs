@@ -122,6 +122,12 @@ pub trait Rules: Send + Sync + 'static {
 
     /// How many rules apply at admission time.
     fn rule_count(&self) -> usize;
+
+    /// Whether the rules may read an object's `metadata.managedFields`; when not, reviews
+    /// are parsed without them (see [`crate::review::ParseOptions`]).
+    fn reads_managed_fields(&self) -> bool {
+        true
+    }
 }
 
 /// The rest of an evaluation [`Rules::evaluate_started`] did not finish, to run with the

@@ -28,7 +28,7 @@ use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::layers::{InFlight, ShedLayer};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::review::{self, AdmissionResponse, ReviewRequest};
-use crate::rules::{ReviewContext, RuleHit, RulesHandle, Started};
+use crate::rules::{ReviewContext, RuleHit, Rules, RulesHandle, Started};
 use crate::session::{exec_session, session_kind, PodLabelCache};
 
 /// Tunables of the admission handler.
@@ -217,12 +217,13 @@ const INLINE_SLICE: Duration = Duration::from_micros(500);
 /// out.
 async fn evaluate(
     state: &Arc<WebhookState>,
+    rules: Option<Arc<dyn Rules>>,
     body: serde_json::Value,
     body_len: usize,
     req: &ReviewRequest,
     in_flight: Option<InFlight>,
 ) -> Evaluated {
-    let Some(rules) = state.rules.current() else {
+    let Some(rules) = rules else {
         let why = match state.rules.status().last_error {
             Some(e) => format!("rules not loaded: {e}"),
             None => "rules not loaded yet".to_string(),
@@ -422,7 +423,12 @@ async fn validate(
             );
         }
     };
-    let parsed = match review::parse(&bytes) {
+    // One generation of the rules for the whole review: the parse keeps what they read.
+    let rules = state.rules.current();
+    let options = review::ParseOptions {
+        keep_managed_fields: rules.as_ref().is_none_or(|r| r.reads_managed_fields()),
+    };
+    let parsed = match review::parse_with(&bytes, options) {
         Ok(p) => p,
         Err(e) => {
             state.metrics.error(ErrorKind::Malformed);
@@ -449,7 +455,7 @@ async fn validate(
     let session = exec_session(&req, &body, started);
     let in_flight = in_flight.map(|Extension(p)| p);
 
-    let decided: Decided = match evaluate(&state, body, bytes.len(), &req, in_flight).await {
+    let decided: Decided = match evaluate(&state, rules, body, bytes.len(), &req, in_flight).await {
         Evaluated::Hits(hits, took) => {
             state.metrics.evaluation_seconds.observe(took.as_secs_f64());
             let d = decide(&req, &hits, state.options.detect_only, started);

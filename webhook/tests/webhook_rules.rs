@@ -357,3 +357,52 @@ async fn bundled_library_serves_without_rules_files() {
     assert_eq!(v["response"]["allowed"], true, "{v}");
     hook.running.stop().await.unwrap();
 }
+
+/// Reviews are parsed without the objects' managedFields only while no rule reads them: a
+/// rules file that starts reading them is served with them from its first generation.
+#[tokio::test]
+async fn managed_fields_are_read_when_a_rule_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    let pods = "- rule: Pod Created\n  desc: d\n  condition: ka.verb = create and ka.target.resource = pods\n  output: pod created (name=%ka.target.name)\n  priority: NOTICE\n  source: k8s_admission\n";
+    std::fs::write(&file, pods).unwrap();
+    let (_pki, hook, c) = start_rules(vec![file.clone()], |_| {}).await;
+    let mut review = pod_review("mf-1", "default", "p", json!({}));
+    review["request"]["object"]["metadata"]["managedFields"][0]["manager"] = json!("evil-operator");
+    let (_, v) = post(&c, &hook.url, review.to_string()).await;
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+
+    let reader = format!(
+        "{pods}- rule: Pod Written By Untrusted Manager\n  desc: d\n  condition: ka.verb = create and json[$.requestObject.metadata.managedFields[?@.manager == 'evil-operator']] exists\n  output: pod written by evil-operator (name=%ka.target.name)\n  priority: WARNING\n  source: k8s_admission\n  tether:\n    mode: enforce\n"
+    );
+    std::fs::write(&file, reader).unwrap();
+    let mut reloaded = false;
+    for _ in 0..800 {
+        let v: Value = c
+            .get(format!("{}/readyz", hook.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["rules"]["generation"] == 2 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reloaded, "the new rules were never loaded");
+    review["request"]["uid"] = json!("mf-2");
+    let msg = denied_by(&post(&c, &hook.url, review.to_string()).await.1);
+    assert!(
+        msg.contains("pod written by evil-operator (name=p)"),
+        "{msg}"
+    );
+    // Another manager: allowed.
+    review["request"]["uid"] = json!("mf-3");
+    review["request"]["object"]["metadata"]["managedFields"][0]["manager"] = json!("kubectl");
+    let (_, v) = post(&c, &hook.url, review.to_string()).await;
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    hook.running.stop().await.unwrap();
+}

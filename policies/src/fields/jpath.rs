@@ -191,6 +191,93 @@ fn any_selected<'a>(
     }
 }
 
+/// Whether `q` may read the value at `path` (object keys from the root) or a value that
+/// contains it: a node it selects, or a node a filter of it tests or compares, is on the
+/// path or below it. Conservative: a function call counts as reading everything.
+pub(crate) fn may_read(q: &JpQuery, path: &[&str]) -> bool {
+    reads(&q.segments, Some(0), path)
+}
+
+/// `at`: how many keys of `path` lead to the current node, if it is on the path; `None`
+/// once the query has left the path (only a filter's absolute query can come back).
+fn reads(segs: &[Segment], at: Option<usize>, path: &[&str]) -> bool {
+    if at == Some(path.len()) {
+        return true;
+    }
+    let Some((s, rest)) = segs.split_first() else {
+        // Selects the node: an ancestor of the path's end when on the path.
+        return at.is_some();
+    };
+    match s {
+        Segment::Descendant(inner) => {
+            at.is_some()
+                || reads(std::slice::from_ref(inner.as_ref()), None, path)
+                || reads(rest, None, path)
+        }
+        Segment::Selector(sel) => step_reads(sel, rest, at, path),
+        Segment::Selectors(sels) => sels.iter().any(|sel| step_reads(sel, rest, at, path)),
+    }
+}
+
+fn step_reads(sel: &Selector, rest: &[Segment], at: Option<usize>, path: &[&str]) -> bool {
+    // A child of the current node that is on the path.
+    let child_at = at.map(|i| i + 1);
+    match sel {
+        Selector::Name(k) => reads(
+            rest,
+            at.filter(|i| path.get(*i) == Some(&k.as_str()))
+                .map(|i| i + 1),
+            path,
+        ),
+        // Array elements: the path is of object keys.
+        Selector::Index(_) | Selector::Slice(..) => reads(rest, None, path),
+        Selector::Wildcard => reads(rest, child_at, path),
+        Selector::Filter(f) => filter_reads(f, child_at, path) || reads(rest, child_at, path),
+    }
+}
+
+/// Whether a filter tested on an item (`item_at`: the item's place on the path, if any)
+/// may read the path.
+fn filter_reads(f: &Filter, item_at: Option<usize>, path: &[&str]) -> bool {
+    match f {
+        Filter::Or(fs) | Filter::And(fs) => fs.iter().any(|x| filter_reads(x, item_at, path)),
+        Filter::Atom(FilterAtom::Filter { expr, .. }) => filter_reads(expr, item_at, path),
+        Filter::Atom(FilterAtom::Test { expr, .. }) => match expr.as_ref() {
+            Test::RelQuery(segs) => reads(segs, item_at, path),
+            Test::AbsQuery(q) => reads(&q.segments, Some(0), path),
+            Test::Function(_) => true,
+        },
+        Filter::Atom(FilterAtom::Comparison(c)) => {
+            let (l, r) = c.vals();
+            [l, r].into_iter().any(|side| match side {
+                Comparable::Literal(_) => false,
+                Comparable::Function(_) => true,
+                Comparable::SingularQuery(SingularQuery::Current(segs)) => {
+                    singular_reads(segs, item_at, path)
+                }
+                Comparable::SingularQuery(SingularQuery::Root(segs)) => {
+                    singular_reads(segs, Some(0), path)
+                }
+            })
+        }
+    }
+}
+
+fn singular_reads(segs: &[SingularQuerySegment], mut at: Option<usize>, path: &[&str]) -> bool {
+    for s in segs {
+        if at == Some(path.len()) {
+            return true;
+        }
+        at = match s {
+            SingularQuerySegment::Name(k) => at
+                .filter(|i| path.get(*i) == Some(&k.as_str()))
+                .map(|i| i + 1),
+            SingularQuerySegment::Index(_) => None,
+        };
+    }
+    at.is_some()
+}
+
 fn segments<'a>(segs: &'a [Segment], mut d: Data<'a>, root: Root<'a>) -> R<Data<'a>> {
     for s in segs {
         d = segment(s, d, root)?;

@@ -138,6 +138,29 @@ impl FieldRef {
             _ => !self.extract(ev).is_missing(),
         }
     }
+
+    /// Whether the field may read an object's `metadata.managedFields` (of `requestObject`,
+    /// `oldObject` or `responseObject`), or a value that contains it. The `ka.*` fields read
+    /// fixed places that never do; `jevt.obj` always does; `jevt.value[...]` and
+    /// `json[...]` do when their pointer or query can reach it (a query that calls a
+    /// function is assumed to). A reader of admission reviews may leave `managedFields` out
+    /// when no rule's field reads it: it is the largest part of most objects the API server
+    /// sends, and no rule of the bundled library reads it.
+    pub fn reads_managed_fields(&self) -> bool {
+        const PATHS: [[&str; 3]; 3] = [
+            ["requestObject", "metadata", "managedFields"],
+            ["oldObject", "metadata", "managedFields"],
+            ["responseObject", "metadata", "managedFields"],
+        ];
+        match (self.id.def().name, &self.arg) {
+            ("jevt.obj", _) => true,
+            ("jevt.value", FieldArg::Pointer(segs)) => PATHS
+                .iter()
+                .any(|p| segs.iter().zip(p).all(|(a, b)| a == b)),
+            ("json", FieldArg::JsonPath(q)) => PATHS.iter().any(|p| jpath::may_read(q, p)),
+            _ => false,
+        }
+    }
 }
 
 /// Why a field reference could not be resolved.
@@ -422,5 +445,56 @@ mod tests {
             resolve("json", Some("$.[")),
             Err(FieldError::BadJsonPath { .. })
         ));
+    }
+
+    #[test]
+    fn which_fields_read_managed_fields() {
+        let reads = |name: &str, arg: Option<&str>| {
+            resolve(name, arg)
+                .unwrap_or_else(|e| panic!("{name}[{arg:?}]: {e}"))
+                .reads_managed_fields()
+        };
+        for (q, want) in [
+            ("$", true),
+            ("$.requestObject", true),
+            ("$.requestObject.metadata", true),
+            ("$.requestObject.metadata.managedFields[*].manager", true),
+            ("$.oldObject.metadata.managedFields", true),
+            ("$..manager", true),
+            ("$.requestObject..manager", true),
+            ("$.requestObject.metadata[*]", true),
+            ("$.requestObject.metadata[?@.manager]", true),
+            ("$.requestObject.*.managedFields", true),
+            ("$['requestObject','oldObject'].metadata", true),
+            ("$.requestObject.spec.containers[?@.name == $.requestObject.metadata.managedFields[0].manager]", true),
+            ("$.requestObject.spec.containers[?$.requestObject.metadata]", true),
+            ("$.requestObject.spec.containers[?length(@.ports) > 1]", true),
+            ("$.requestObject.spec.containers[*].image", false),
+            ("$.requestObject.metadata.name", false),
+            ("$.requestObject.metadata.labels", false),
+            ("$['requestObject','oldObject'].metadata.name", false),
+            ("$.requestObject.spec..image", false),
+            ("$.requestObject.metadata.managedFieldsX", false),
+            ("$.requestObject.spec.containers[?@.securityContext.privileged == true]", false),
+            ("$.requestObject.spec.containers[?@.name == $.requestObject.metadata.name]", false),
+            ("$.objectRef.resource", false),
+            ("$.user.groups[?@ == 'system:masters']", false),
+        ] {
+            assert_eq!(reads("json", Some(q)), want, "json[{q}]");
+        }
+        for (p, want) in [
+            ("/requestObject", true),
+            ("/requestObject/metadata", true),
+            ("/requestObject/metadata/managedFields", true),
+            ("/oldObject/metadata/managedFields/0/manager", true),
+            ("/requestObject/spec", false),
+            ("/requestObject/metadata/labels", false),
+            ("/objectRef", false),
+        ] {
+            assert_eq!(reads("jevt.value", Some(p)), want, "jevt.value[{p}]");
+        }
+        assert!(reads("jevt.obj", None));
+        assert!(!reads("ka.target.name", None));
+        assert!(!reads("ka.req.pod.containers.image", None));
     }
 }

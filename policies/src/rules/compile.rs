@@ -758,6 +758,22 @@ pub(crate) fn fields_of(e: &Expr, out: &mut Vec<(FieldId, String)>) {
     }
 }
 
+/// Whether some field the expression reads (macros included) satisfies `f`.
+pub(crate) fn any_field(e: &Expr, f: &mut impl FnMut(&FieldRef) -> bool) -> bool {
+    match e {
+        Expr::And(v) | Expr::Or(v) => v.iter().any(|x| any_field(x, f)),
+        Expr::Not(x) => any_field(x, f),
+        Expr::Macro(m) => any_field(&m.expr, f),
+        Expr::Cmp(c) => {
+            f(&c.lhs.field)
+                || match &c.rhs {
+                    CRhs::Operand(o) => f(&o.field),
+                    _ => false,
+                }
+        }
+    }
+}
+
 /// Which values of one field (e.g. `evt.type`) an expression can match: `None` means any.
 /// The strings of an `in`/`intersects` list. Small lists are searched one by one, which is
 /// cheaper than hashing the value; large ones through a hash set.

@@ -71,6 +71,8 @@ pub struct RuleSet {
     admission: Index,
     /// Compiled macros: the size of an evaluation's macro memo.
     macros: u32,
+    /// Some rule evaluated at admission reads an object's `metadata.managedFields`.
+    admission_reads_managed_fields: bool,
 }
 
 #[derive(Debug)]
@@ -275,6 +277,7 @@ impl RuleSet {
             audit: Index::default(),
             admission: Index::default(),
             macros: 0,
+            admission_reads_managed_fields: false,
         }
     }
 
@@ -379,6 +382,15 @@ impl RuleSet {
             }
         }
         None
+    }
+
+    /// Whether some enabled rule evaluated at admission (a `k8s_admission` rule, or a
+    /// `k8s_audit` rule with `tether.admission: true`) reads an object's
+    /// `metadata.managedFields` in its condition or output (see
+    /// [`crate::fields::FieldRef::reads_managed_fields`]). When none does, a reader of
+    /// admission reviews may leave `managedFields` out of the event.
+    pub fn admission_reads_managed_fields(&self) -> bool {
+        self.admission_reads_managed_fields
     }
 
     /// Every rule (enabled or not), in load order.
@@ -676,20 +688,33 @@ fn build(loaded: Loaded) -> Result<RuleSet, LoadErrors> {
         fields::lookup("ka.target.resource"),
         fields::lookup("ka.verb"),
     );
+    let mut admission_reads_managed_fields = false;
     for (i, (r, c)) in rules.iter().zip(&compiled).enumerate() {
         if !r.enabled {
             continue;
         }
         let Ok(i) = u32::try_from(i) else { break };
-        match r.source {
-            Source::Syscall => syscall.add(i, &c.expr),
+        let at_admission = match r.source {
+            Source::Syscall => {
+                syscall.add(i, &c.expr);
+                false
+            }
             Source::K8sAudit => {
                 audit.add(i, &c.expr);
                 if r.tether.admission {
                     admission.add(i, &c.expr);
                 }
+                r.tether.admission
             }
-            Source::K8sAdmission => admission.add(i, &c.expr),
+            Source::K8sAdmission => {
+                admission.add(i, &c.expr);
+                true
+            }
+        };
+        if at_admission && !admission_reads_managed_fields {
+            admission_reads_managed_fields =
+                compile::any_field(&c.expr, &mut |f| f.reads_managed_fields())
+                    || c.output.fields().any(|f| f.reads_managed_fields());
         }
     }
     Ok(RuleSet {
@@ -701,6 +726,7 @@ fn build(loaded: Loaded) -> Result<RuleSet, LoadErrors> {
         audit,
         admission,
         macros: cx.macro_count(),
+        admission_reads_managed_fields,
     })
 }
 
@@ -804,5 +830,43 @@ mod tests {
         assert_eq!(fired("create", "secrets"), ["r1"]);
         assert_eq!(fired("delete", "pods"), ["r3", "r4"]);
         assert_eq!(fired("delete", "secrets"), ["r3"]);
+    }
+
+    #[test]
+    fn admission_rules_that_read_managed_fields_are_known() {
+        assert!(
+            !RuleSet::try_bundled_library()
+                .unwrap()
+                .admission_reads_managed_fields(),
+            "no rule of the bundled library reads managedFields at admission"
+        );
+        let set = |rule: &str| {
+            RuleSet::from_texts(&[("m.yaml".to_string(), rule.to_string())])
+                .unwrap()
+                .admission_reads_managed_fields()
+        };
+        let rule = |cond: &str, output: &str, source: &str, admission: bool| {
+            format!(
+                "- macro: m\n  condition: {cond}\n- rule: r\n  desc: d\n  condition: ka.verb = create and m\n  output: {output}\n  priority: NOTICE\n  source: {source}\n  tether:\n    admission: {admission}\n"
+            )
+        };
+        let reads = "json[$.requestObject.metadata.managedFields[*].manager] exists";
+        // In a macro of the condition, or in the output.
+        assert!(set(&rule(reads, "o", "k8s_admission", false)));
+        assert!(set(&rule(
+            "ka.target.name = x",
+            "o %jevt.obj",
+            "k8s_admission",
+            false
+        )));
+        // A k8s_audit rule counts only when it runs at admission.
+        assert!(set(&rule(reads, "o", "k8s_audit", true)));
+        assert!(!set(&rule(reads, "o", "k8s_audit", false)));
+        assert!(!set(&rule(
+            "ka.target.name = x",
+            "o %ka.user.name",
+            "k8s_admission",
+            false
+        )));
     }
 }
