@@ -50,12 +50,6 @@ async fn start_hook(a: &WebhookArgs) -> Hook {
     start_with(a, Arc::new(PolicyLoader::new(a.rules.clone()))).await
 }
 
-async fn readyz(c: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = c.get(format!("{url}/readyz")).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
 async fn metrics_text(c: &reqwest::Client, url: &str) -> String {
     c.get(format!("{url}/metrics"))
         .send()

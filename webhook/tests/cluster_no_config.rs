@@ -51,14 +51,7 @@ async fn without_any_configuration_on_refuses_and_auto_serves() {
     let hook = start_with(&a, Arc::new(PolicyLoader::new(vec![]))).await;
     let c = client(&pki.ca_pem());
     ready(&hook.url, &c).await;
-    let r: serde_json::Value = c
-        .get(format!("{}/readyz", hook.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = readyz(&c, &hook.url).await;
     assert_eq!(r["cluster"]["in_use"], false, "{r}");
     assert!(
         r["cluster"]["reason"]

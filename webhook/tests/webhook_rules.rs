@@ -231,12 +231,7 @@ async fn a_broken_rules_file_keeps_the_last_good_set_until_fixed() {
     let file = dir.path().join("rules.yaml");
     std::fs::copy(RULES, &file).unwrap();
     let (_pki, hook, c) = start_rules(vec![file.clone()], |_| {}).await;
-    let readyz = |c: reqwest::Client, url: String| async move {
-        let r = c.get(format!("{url}/readyz")).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json::<Value>().await.unwrap())
-    };
-    let (_, v) = readyz(c.clone(), hook.url.clone()).await;
+    let (_, v) = readyz(&c, &hook.url).await;
     assert_eq!(v["rules"]["generation"], 1);
     let count = v["rules"]["count"].as_u64().unwrap();
     assert_eq!(count, 7);
@@ -249,7 +244,7 @@ async fn a_broken_rules_file_keeps_the_last_good_set_until_fixed() {
     std::fs::write(&file, broken).unwrap();
     let mut err = None;
     for _ in 0..800 {
-        let (status, v) = readyz(c.clone(), hook.url.clone()).await;
+        let (status, v) = readyz(&c, &hook.url).await;
         if let Some(e) = v["rules"]["last_reload_error"].as_str() {
             assert_eq!(status, 200, "the last good set keeps serving: ready");
             assert_eq!(v["rules"]["generation"], 1);
@@ -295,17 +290,8 @@ async fn a_broken_rules_file_keeps_the_last_good_set_until_fixed() {
         .unwrap()
         .replace("items: [mallory]", "items: [trudy]");
     std::fs::write(&file, fixed).unwrap();
-    let mut recovered = false;
-    for _ in 0..800 {
-        let (_, v) = readyz(c.clone(), hook.url.clone()).await;
-        if v["rules"]["generation"] == 2 {
-            assert!(v["rules"]["last_reload_error"].is_null());
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(recovered);
+    assert!(rules_generation(&c, &hook.url, 2).await, "never recovered");
+    assert!(readyz(&c, &hook.url).await.1["rules"]["last_reload_error"].is_null());
     let (_, v) = post(
         &c,
         &hook.url,
@@ -319,14 +305,7 @@ async fn a_broken_rules_file_keeps_the_last_good_set_until_fixed() {
 #[tokio::test]
 async fn bundled_library_serves_without_rules_files() {
     let (_pki, hook, c) = start_rules(vec![], |_| {}).await;
-    let v: Value = c
-        .get(format!("{}/readyz", hook.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = readyz(&c, &hook.url).await;
     assert_eq!(v["rules"]["source"], "bundled library");
     assert!(v["rules"]["count"].as_u64().unwrap() > 10, "{v}");
     // A privileged pod hits the library's rules (detect by default: allowed, warned).
@@ -376,23 +355,10 @@ async fn managed_fields_are_read_when_a_rule_reads_them() {
         "{pods}- rule: Pod Written By Untrusted Manager\n  desc: d\n  condition: ka.verb = create and json[$.requestObject.metadata.managedFields[?@.manager == 'evil-operator']] exists\n  output: pod written by evil-operator (name=%ka.target.name)\n  priority: WARNING\n  source: k8s_admission\n  tether:\n    mode: enforce\n"
     );
     std::fs::write(&file, reader).unwrap();
-    let mut reloaded = false;
-    for _ in 0..800 {
-        let v: Value = c
-            .get(format!("{}/readyz", hook.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["rules"]["generation"] == 2 {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(reloaded, "the new rules were never loaded");
+    assert!(
+        rules_generation(&c, &hook.url, 2).await,
+        "the new rules were never loaded"
+    );
     review["request"]["uid"] = json!("mf-2");
     let msg = denied_by(&post(&c, &hook.url, review.to_string()).await.1);
     assert!(

@@ -195,6 +195,24 @@ pub async fn ready(url: &str, c: &reqwest::Client) {
     panic!("webhook at {url} never became ready");
 }
 
+/// `/readyz`: its status and body.
+pub async fn readyz(c: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = c.get(format!("{url}/readyz")).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Waits (20 s at most) until `/readyz` reports rules generation `generation`.
+pub async fn rules_generation(c: &reqwest::Client, url: &str, generation: u64) -> bool {
+    for _ in 0..800 {
+        if readyz(c, url).await.1["rules"]["generation"] == generation {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
 pub async fn post(c: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
     let r = c
         .post(format!("{url}/validate"))
