@@ -7,7 +7,8 @@
 //! 1. full library: the bundled rule library on realistic pod CREATE reviews (the captured
 //!    kube-apiserver review and the kyverno pod-security Pods wrapped in reviews), closed
 //!    loop at concurrency 64; evaluation under its budget (started on the I/O thread, what
-//!    is left after 0.5 ms on the evaluation threads);
+//!    is left after 0.5 ms on the evaluation threads); decisions go to the sink and its
+//!    consumer, as in `tether webhook`;
 //! 2. the same with the budget off (evaluation inline on the I/O threads);
 //! 3. no-op handler: the same TLS/HTTP stack, a handler that reads the body and answers a
 //!    fixed allow;
@@ -481,11 +482,13 @@ fn main() {
             let mut a = base.clone();
             a.eval_budget_ms = budget_ms;
             let shutdown = CancellationToken::new();
-            let running = server_rt.block_on(async {
+            let (running, consumer) = server_rt.block_on(async {
+                // As `tether webhook` runs: decisions handed to the sink and its consumer.
+                let (sink, consumer) = webhook::cli::logging_sink();
                 let r = start(
                     &a,
                     Arc::new(PolicyLoader::new(vec![])),
-                    None,
+                    Some(sink),
                     shutdown.clone(),
                 )
                 .await
@@ -493,7 +496,7 @@ fn main() {
                 while !r.state.rules.status().loaded {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                r
+                (r, consumer)
             });
             let rules = running.state.rules.status().rules;
             let out = client_rt.block_on(drive(
@@ -505,6 +508,7 @@ fn main() {
                 rate,
             ));
             server_rt.block_on(running.stop()).unwrap();
+            consumer.abort();
             rows.push((format!("{label} ({rules} admission rules)"), out));
         };
     run_library(FULL_BUDGET, 100, None, &mut rows);

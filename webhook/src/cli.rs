@@ -194,10 +194,9 @@ pub async fn start(
     })
 }
 
-/// Runs `tether webhook` until SIGINT/SIGTERM. Sessions and decisions go to an
-/// in-process sink whose consumer logs them (the engine's bus replaces it).
-pub async fn run(args: &WebhookArgs) -> Result<(), WebhookError> {
-    let shutdown = CancellationToken::new();
+/// The sink `tether webhook` hands sessions and decisions to: an in-process channel whose
+/// consumer, spawned on the current runtime, logs them (the engine's bus replaces it).
+pub fn logging_sink() -> (Arc<dyn Sink>, tokio::task::JoinHandle<()>) {
     let (sink, mut rx) = engine::ChannelSink::new();
     let consumer = tokio::spawn(async move {
         while let Some(found) = rx.recv().await {
@@ -210,9 +209,17 @@ pub async fn run(args: &WebhookArgs) -> Result<(), WebhookError> {
             }
         }
     });
+    (Arc::new(sink), consumer)
+}
+
+/// Runs `tether webhook` until SIGINT/SIGTERM. Sessions and decisions go to an
+/// in-process sink whose consumer logs them (the engine's bus replaces it).
+pub async fn run(args: &WebhookArgs) -> Result<(), WebhookError> {
+    let shutdown = CancellationToken::new();
+    let (sink, consumer) = logging_sink();
     let loader: Arc<dyn RulesLoader> =
         Arc::new(crate::policy::PolicyLoader::new(args.rules.clone()));
-    let running = start(args, loader, Some(Arc::new(sink)), shutdown.clone()).await?;
+    let running = start(args, loader, Some(sink), shutdown.clone()).await?;
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
         engine::shutdown_signal().await;
