@@ -24,8 +24,10 @@
 //! RBAC the webhook's service account then needs: `get` on `pods`; `list` and `watch` on
 //! `namespaces`.
 //!
-//! Metrics: `cluster_lookups_total{kind="namespace|pod",result}` and the gauge
-//! `cluster_namespaces` (namespaces in the store).
+//! Metrics: `cluster_lookups_total{kind="namespace|pod",result}`, the gauge
+//! `cluster_namespaces` (namespaces in the store) and `cluster_watch_errors_total` (the watch
+//! failed; it is retried with backoff, and the labels last seen keep serving meanwhile, so
+//! after a first sync `/readyz` stays ready and shows `last_watch_error`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -489,6 +491,7 @@ impl Cluster {
                     }
                     Some(Err(e)) => {
                         tracing::warn!(api = %this.url, error = %e, "namespace watch failed; retrying");
+                        this.metrics.cluster_watch_errors.inc();
                         store.set_error(Some(e.to_string()));
                     }
                 }

@@ -15,6 +15,7 @@
 //! | `cert_generation` | successful serving-certificate loads so far |
 //! | `cluster_lookups_total` | `kind` (namespace, pod), `result` (namespace: known, not_synced, not_in_store; pod: found, not_found, error, timeout) |
 //! | `cluster_namespaces` | namespaces in the store the namespace watch keeps |
+//! | `cluster_watch_errors_total` | failures of the namespace watch (retried with backoff; the labels last seen keep serving meanwhile, so an increase means they may be stale) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -95,6 +96,7 @@ pub struct Metrics {
     pub cert_generation: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub cluster_lookups: Family<LookupLabels, Counter>,
     pub cluster_namespaces: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub cluster_watch_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,7 @@ impl Metrics {
         let cert_generation = Gauge::default();
         let cluster_lookups = Family::<LookupLabels, Counter>::default();
         let cluster_namespaces = Gauge::default();
+        let cluster_watch_errors = Counter::default();
         registry.register(
             "reviews",
             "Admission reviews answered, by operation, resource and decision",
@@ -162,6 +165,11 @@ impl Metrics {
             "Namespaces in the store kept by the namespace watch",
             cluster_namespaces.clone(),
         );
+        registry.register(
+            "cluster_watch_errors",
+            "Failures of the namespace watch (retried; the labels last seen serve meanwhile)",
+            cluster_watch_errors.clone(),
+        );
         Self {
             registry,
             reviews,
@@ -174,6 +182,7 @@ impl Metrics {
             cert_generation,
             cluster_lookups,
             cluster_namespaces,
+            cluster_watch_errors,
         }
     }
 

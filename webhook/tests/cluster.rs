@@ -264,6 +264,11 @@ async fn namespace_label_scopes_follow_the_namespace_watch() {
         Some(expected as f64),
         "{text}"
     );
+    assert_eq!(
+        metric(&text, "tether_webhook_cluster_watch_errors_total"),
+        Some(0.0),
+        "{text}"
+    );
     hook.running.stop().await.unwrap();
     api.shutdown().await;
 }
@@ -518,6 +523,10 @@ async fn a_broken_api_keeps_the_webhook_serving_but_not_ready() {
     assert_eq!(lookups(&text, "pod", "error"), 1.0, "{text}");
     assert_eq!(lookups(&text, "pod", "timeout"), 1.0, "{text}");
     assert!(lookups(&text, "namespace", "not_synced") >= 3.0, "{text}");
+    assert!(
+        metric(&text, "tether_webhook_cluster_watch_errors_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
 
     // Labels the webhook learnt from the pod's CREATE review, older than the maximum age:
     // the pod cannot be read again, so they are used however old.
