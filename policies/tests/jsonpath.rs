@@ -9,31 +9,9 @@ use policies::fields::resolve;
 use policies::{parse_document, Event, RuleSet, Source, Value};
 use serde_json::{json, Value as Json};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
-const LIBRARY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/library");
+mod common;
 
-/// Every `json[...]` argument in a text, brackets balanced.
-fn queries_in(text: &str, out: &mut Vec<String>) {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while let Some(at) = text[i..].find("json[") {
-        let start = i + at + 5;
-        let mut depth = 1;
-        let mut j = start;
-        while j < b.len() && depth > 0 {
-            match b[j] {
-                b'[' => depth += 1,
-                b']' => depth -= 1,
-                _ => {}
-            }
-            j += 1;
-        }
-        if depth == 0 {
-            out.push(text[start..j - 1].to_string());
-        }
-        i = start;
-    }
-}
+use common::{fixture_events, library_queries};
 
 /// What `json[q]` yielded before the direct evaluator: `jsonpath_rust` over the whole body.
 fn reference<'e>(q: &str, ev: &'e Event) -> Value<'e> {
@@ -149,22 +127,7 @@ fn pods() -> Vec<Json> {
 }
 
 fn events() -> Vec<Event> {
-    let mut evs = Vec::new();
-    for dir in ["falco-k8s-audit", "apiserver-captures"] {
-        let mut stack = vec![std::path::PathBuf::from(FIXTURES).join(dir)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "json" || x == "jsonl") {
-                    let bytes = std::fs::read(&p).unwrap();
-                    evs.extend(parse_document("f", &bytes).into_iter().flatten());
-                }
-            }
-        }
-    }
-    assert!(evs.len() > 40, "fixture events: {}", evs.len());
+    let mut evs = fixture_events();
     for (i, obj) in pods().into_iter().enumerate() {
         let body = json!({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete",
             "verb": "create", "auditID": format!("a{i}"), "objectRef": {"resource": "pods"},
@@ -178,13 +141,7 @@ fn events() -> Vec<Event> {
 
 #[test]
 fn json_field_answers_as_jsonpath_rust_does() {
-    let mut qs = Vec::new();
-    for e in std::fs::read_dir(LIBRARY).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            queries_in(&std::fs::read_to_string(&p).unwrap(), &mut qs);
-        }
-    }
+    let mut qs = library_queries();
     let library = qs.len();
     assert!(library >= 40, "library queries found: {library}");
     for q in [

@@ -5,33 +5,19 @@
 //! the bundled library and a set of JSON pointers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use policies::fields::{resolve, ArgKind};
-use policies::{parse_document, registry, Event, Source};
-use serde_json::{json, Value as Json};
+mod common;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
-const LIBRARY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/library");
+use common::{fixture_events, library_queries};
+use policies::fields::{resolve, ArgKind};
+use policies::{registry, Event, Source};
+use serde_json::{json, Value as Json};
 
 /// The audit-shaped bodies of the fixture events (admission reviews as their audit view).
 fn bodies() -> Vec<Json> {
-    let mut out = Vec::new();
-    for dir in ["falco-k8s-audit", "apiserver-captures"] {
-        let mut stack = vec![std::path::PathBuf::from(FIXTURES).join(dir)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "json" || x == "jsonl") {
-                    let bytes = std::fs::read(&p).unwrap();
-                    for ev in parse_document("f", &bytes).into_iter().flatten() {
-                        out.push(ev.json().unwrap().clone());
-                    }
-                }
-            }
-        }
-    }
-    out
+    fixture_events()
+        .iter()
+        .map(|ev| ev.json().unwrap().clone())
+        .collect()
 }
 
 /// The body with every object's `metadata.managedFields` set to `to` (`None`: removed).
@@ -49,34 +35,6 @@ fn with_managed_fields(mut body: Json, to: Option<&Json>) -> Json {
         }
     }
     body
-}
-
-fn library_queries() -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(LIBRARY).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let mut rest = text.as_str();
-            while let Some(at) = rest.find("json[") {
-                let tail = &rest[at + 5..];
-                let mut depth = 1;
-                let end = tail.char_indices().find(|(_, c)| {
-                    match c {
-                        '[' => depth += 1,
-                        ']' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                });
-                if let Some((end, _)) = end {
-                    out.push(tail[..end].to_string());
-                }
-                rest = tail;
-            }
-        }
-    }
-    out
 }
 
 #[test]
