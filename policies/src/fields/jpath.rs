@@ -175,20 +175,27 @@ fn any_selected<'a>(
         Selector::Index(i) => each(index(child(v), *i)),
         Selector::Wildcard => each(wildcard(child(v))),
         Selector::Slice(..) => Err(Unsupported),
-        Selector::Filter(f) => {
-            let items: Box<dyn Iterator<Item = &'a Json>> = match v {
-                Json::Array(a) => Box::new(a.iter()),
-                Json::Object(o) => Box::new(o.values()),
-                _ => return Ok(false),
-            };
-            for item in items {
-                if filter_item(f, item, root)? && any(rest, item, root)? {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
+        Selector::Filter(f) => match v {
+            Json::Array(a) => any_kept(f, a.iter(), rest, root),
+            Json::Object(o) => any_kept(f, o.values(), rest, root),
+            _ => Ok(false),
+        },
+    }
+}
+
+/// Whether some item the filter keeps leads, through `rest`, to a value that is not `null`.
+fn any_kept<'a>(
+    f: &'a Filter,
+    items: impl Iterator<Item = &'a Json>,
+    rest: &'a [Segment],
+    root: Root<'a>,
+) -> R<bool> {
+    for item in items {
+        if filter_item(f, item, root)? && any(rest, item, root)? {
+            return Ok(true);
         }
     }
+    Ok(false)
 }
 
 /// Whether `q` may read the value at `path` (object keys from the root) or a value that
