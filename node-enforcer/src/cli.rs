@@ -113,47 +113,18 @@ type LoadedRules = (Option<Arc<RuleSet>>, Definitions);
 /// The rules files given, or the bundled library (its `syscall` rules: Falco's stable rules)
 /// when none are; and their macros and lists, for the write-open prefilter.
 fn load_rules(paths: &[PathBuf]) -> Result<LoadedRules, String> {
-    let (rules, texts) = if paths.is_empty() {
-        let texts = policies::rules::bundled_files()
+    let texts = if paths.is_empty() {
+        policies::rules::bundled_files()
             .iter()
             .map(|(name, text)| ((*name).to_string(), (*text).to_string()))
-            .collect();
-        let rules = RuleSet::try_bundled_library().map_err(|e| e.to_string())?;
-        (rules, texts)
+            .collect()
     } else {
-        let rules = RuleSet::load(paths).map_err(|e| e.to_string())?;
-        (rules, rule_texts(paths)?)
+        // Read once, as `RuleSet::load` reads them (a directory stands for its YAML files).
+        RuleSet::read_files(paths).map_err(|e| e.to_string())?
     };
+    let rules = RuleSet::from_texts(&texts).map_err(|e| e.to_string())?;
     let defs = Definitions::from_texts(&texts).map_err(|e| e.to_string())?;
     Ok((Some(Arc::new(rules)), defs))
-}
-
-/// The texts of rules files, read as `RuleSet::load` reads them: a directory stands for its
-/// `*.yaml` / `*.yml` files in name order.
-fn rule_texts(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
-    let mut files = Vec::with_capacity(paths.len());
-    for p in paths {
-        if p.is_dir() {
-            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| format!("rules directory {}: {e}", p.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
-            inner.sort();
-            files.extend(inner);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    files
-        .into_iter()
-        .map(|f| {
-            std::fs::read_to_string(&f)
-                .map(|text| (f.display().to_string(), text))
-                .map_err(|e| format!("rules file {}: {e}", f.display()))
-        })
-        .collect()
 }
 
 fn run_node(args: RunArgs) -> ExitCode {
@@ -457,7 +428,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rules_directories_are_read_as_their_yaml_files_in_name_order() {
+    fn rules_directories_and_files_load_with_their_definitions() {
         let dir = tempfile::tempdir().unwrap();
         let rules = dir.path().join("rules.d");
         std::fs::create_dir(&rules).unwrap();
@@ -466,22 +437,13 @@ mod tests {
         std::fs::write(rules.join("notes.txt"), "not rules").unwrap();
         let single = dir.path().join("z.yaml");
         std::fs::write(&single, "- list: z\n  items: []\n").unwrap();
-        let texts = rule_texts(&[rules.clone(), single.clone()]).unwrap();
-        let names: Vec<&str> = texts.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            vec![
-                rules.join("a.yml").display().to_string(),
-                rules.join("b.yaml").display().to_string(),
-                single.display().to_string(),
-            ]
-        );
-        // the same directory loads as rules, with its macros and lists for the prefilter
-        let (set, _defs) = load_rules(&[rules]).unwrap();
+        // the directory and the file load as rules, with their macros and lists for the
+        // prefilter
+        let (set, _defs) = load_rules(&[rules, single]).unwrap();
         assert!(set.is_some());
 
         let missing = dir.path().join("missing.yaml");
-        let err = rule_texts(std::slice::from_ref(&missing)).unwrap_err();
+        let err = load_rules(std::slice::from_ref(&missing)).unwrap_err();
         assert!(err.contains("missing.yaml"), "{err}");
     }
 

@@ -156,9 +156,14 @@ impl RuleSet {
     /// Loads rules files in the given order (Falco's load order: later files append to or
     /// override earlier ones).
     pub fn load(paths: &[impl AsRef<Path>]) -> Result<RuleSet, LoadErrors> {
+        Self::from_texts(&Self::read_files(paths)?)
+    }
+
+    /// The `(name, yaml)` pairs [`RuleSet::load`] loads: the files in the given order, a
+    /// directory standing for its `*.yaml` / `*.yml` files in name order (as in Falco).
+    pub fn read_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, LoadErrors> {
         let mut files = Vec::new();
         let mut errors = Vec::new();
-        // A directory stands for its *.yaml / *.yml files in name order, as in Falco.
         let mut expanded = Vec::new();
         for p in paths {
             let p = p.as_ref();
@@ -216,7 +221,7 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }
-        Self::from_texts(&files)
+        Ok(files)
     }
 
     /// Loads rules from `(name, yaml)` pairs, in order.
@@ -868,5 +873,35 @@ mod tests {
             "k8s_admission",
             false
         )));
+    }
+
+    #[test]
+    fn rules_directories_are_read_as_their_yaml_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.d");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::write(rules.join("b.yaml"), "- list: b\n  items: []\n").unwrap();
+        std::fs::write(rules.join("a.yml"), "- list: a\n  items: []\n").unwrap();
+        std::fs::write(rules.join("notes.txt"), "not rules").unwrap();
+        let single = dir.path().join("z.yaml");
+        std::fs::write(&single, "- list: z\n  items: []\n").unwrap();
+        let texts = RuleSet::read_files(&[rules.clone(), single.clone()]).unwrap();
+        let names: Vec<&str> = texts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                rules.join("a.yml").display().to_string(),
+                rules.join("b.yaml").display().to_string(),
+                single.display().to_string(),
+            ]
+        );
+        let missing = dir.path().join("missing.yaml");
+        let err = RuleSet::read_files(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing.yaml") && err.contains("cannot read the file"),
+            "{err}"
+        );
     }
 }
