@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use policies::decision::{scope_check, NAMESPACE_LABELS_UNKNOWN};
-use policies::{Evaluation, Event, Mode, OutputMatch, RuleSet, Source};
+use policies::{Evaluation, Event, Mode, OutputMatch, RuleSet};
 use serde_json::{Map, Value};
 
 use crate::cluster::{NamespaceLabels, UnknownNamespace};
@@ -20,14 +20,7 @@ pub struct PolicyRules {
 
 impl PolicyRules {
     pub fn new(set: RuleSet) -> Self {
-        let admission_rules = set
-            .rules()
-            .iter()
-            .filter(|r| {
-                r.source == Source::K8sAdmission
-                    || (r.source == Source::K8sAudit && r.tether.admission)
-            })
-            .count();
+        let admission_rules = set.rules().iter().filter(|r| r.runs_at_admission()).count();
         Self {
             set: Arc::new(set),
             admission_rules,

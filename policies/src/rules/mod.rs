@@ -699,27 +699,18 @@ fn build(loaded: Loaded) -> Result<RuleSet, LoadErrors> {
             continue;
         }
         let Ok(i) = u32::try_from(i) else { break };
-        let at_admission = match r.source {
-            Source::Syscall => {
-                syscall.add(i, &c.expr);
-                false
+        match r.source {
+            Source::Syscall => syscall.add(i, &c.expr),
+            Source::K8sAudit => audit.add(i, &c.expr),
+            Source::K8sAdmission => {}
+        }
+        if r.runs_at_admission() {
+            admission.add(i, &c.expr);
+            if !admission_reads_managed_fields {
+                admission_reads_managed_fields =
+                    compile::any_field(&c.expr, &mut |f| f.reads_managed_fields())
+                        || c.output.fields().any(|f| f.reads_managed_fields());
             }
-            Source::K8sAudit => {
-                audit.add(i, &c.expr);
-                if r.tether.admission {
-                    admission.add(i, &c.expr);
-                }
-                r.tether.admission
-            }
-            Source::K8sAdmission => {
-                admission.add(i, &c.expr);
-                true
-            }
-        };
-        if at_admission && !admission_reads_managed_fields {
-            admission_reads_managed_fields =
-                compile::any_field(&c.expr, &mut |f| f.reads_managed_fields())
-                    || c.output.fields().any(|f| f.reads_managed_fields());
         }
     }
     Ok(RuleSet {

@@ -255,6 +255,15 @@ pub struct RuleInfo {
     pub line: usize,
 }
 
+impl RuleInfo {
+    /// Whether the rule is evaluated on admission reviews: a `k8s_admission` rule, or a
+    /// `k8s_audit` rule with `tether.admission: true`.
+    pub fn runs_at_admission(&self) -> bool {
+        self.source == Source::K8sAdmission
+            || (self.source == Source::K8sAudit && self.tether.admission)
+    }
+}
+
 /// A correlation rule: steps (rule names) matched in order, joined by fields, within a window.
 /// Parsed and validated here; the engine runs it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
