@@ -387,10 +387,9 @@ fn main() {
         }));
         // As the server parses with the library: without the objects' managedFields, which
         // no rule of the library reads.
+        let set = policies::RuleSet::try_bundled_library().unwrap();
         let options = webhook::review::ParseOptions {
-            keep_managed_fields: policies::RuleSet::try_bundled_library()
-                .unwrap()
-                .admission_reads_managed_fields(),
+            keep_managed_fields: set.admission_reads_managed_fields(),
         };
         let checked = best(Box::new(|| {
             timed(&mut || {
@@ -416,7 +415,6 @@ fn main() {
             .iter()
             .map(|v| policies::Event::from_admission_review(v.clone()).unwrap())
             .collect();
-        let set = policies::RuleSet::try_bundled_library().unwrap();
         let mut hits = 0usize;
         for e in &events {
             hits += set.evaluate_outputs(e).len();
