@@ -33,23 +33,35 @@ const SCAN_MAX: usize = 16;
 /// The value of `k` in an object (`None` for other values), as `serde_json::Value::get`.
 pub(crate) fn member<'a>(v: &'a Json, k: &str) -> Option<&'a Json> {
     match v {
-        Json::Object(m) if m.len() <= SCAN_MAX => {
-            let kb = k.as_bytes();
-            m.iter()
-                .find(|(key, _)| {
-                    let b = key.as_bytes();
-                    // Length and first byte rule out most keys before comparing the rest.
-                    b.len() == kb.len() && b.first() == kb.first() && b == kb
-                })
-                .map(|(_, v)| v)
-        }
-        Json::Object(m) => m.get(k),
+        Json::Object(m) => object_get(m, k),
         _ => None,
     }
 }
 
+/// The value of `k` in a JSON object, as `serde_json::Map::get` answers, without hashing
+/// `k` when the object is small (what most Kubernetes objects are).
+pub fn object_get<'a>(m: &'a Map<String, Json>, k: &str) -> Option<&'a Json> {
+    if m.len() > SCAN_MAX {
+        return m.get(k);
+    }
+    let kb = k.as_bytes();
+    m.iter()
+        .find(|(key, _)| {
+            let b = key.as_bytes();
+            // Length and first byte rule out most keys before comparing the rest.
+            b.len() == kb.len() && b.first() == kb.first() && b == kb
+        })
+        .map(|(_, v)| v)
+}
+
 pub(crate) enum Body {
     Parsed(Json),
+    /// A document made of named top-level values (an admission review's audit-shaped view):
+    /// found by comparing keys, without building and hashing a map.
+    Entries {
+        entries: Vec<(&'static str, Json)>,
+        full: OnceLock<Json>,
+    },
     Lazy {
         text: Box<str>,
         entries: Vec<Entry>,
@@ -82,6 +94,7 @@ impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Body::Parsed(j) => f.debug_tuple("Parsed").field(j).finish(),
+            Body::Entries { entries, .. } => f.debug_tuple("Entries").field(entries).finish(),
             Body::Lazy { text, .. } => f.debug_tuple("Lazy").field(text).finish(),
         }
     }
@@ -98,6 +111,7 @@ impl Body {
     pub fn get(&self, key: &str) -> Option<&Json> {
         match self {
             Body::Parsed(j) => member(j, key),
+            Body::Entries { entries, .. } => entries.iter().find(|(k, _)| *k == key).map(|e| &e.1),
             Body::Lazy { text, entries, .. } => {
                 let e = entries.iter().rev().find(|e| e.key(text) == key)?;
                 Some(e.val.get_or_init(|| parse_range(text, &e.range)))
@@ -109,6 +123,14 @@ impl Body {
     pub fn full(&self) -> &Json {
         match self {
             Body::Parsed(j) => j,
+            Body::Entries { entries, full } => full.get_or_init(|| {
+                Json::Object(
+                    entries
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), v.clone()))
+                        .collect(),
+                )
+            }),
             Body::Lazy {
                 text,
                 entries,
@@ -132,6 +154,14 @@ impl Body {
     pub fn into_full(self) -> Json {
         match self {
             Body::Parsed(j) => j,
+            Body::Entries { entries, full } => full.into_inner().unwrap_or_else(|| {
+                Json::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                )
+            }),
             Body::Lazy {
                 text,
                 entries,

@@ -216,7 +216,10 @@ impl Event {
         Ok(Event {
             source: Source::K8sAdmission,
             time_ns: now_ns(),
-            payload: Payload::Json(Arc::new(Body::Parsed(body))),
+            payload: Payload::Json(Arc::new(Body::Entries {
+                entries: body,
+                full: std::sync::OnceLock::new(),
+            })),
             session: None,
         })
     }
@@ -403,8 +406,8 @@ fn audit_time_ns(v: &Body) -> i64 {
 /// Rewrites an AdmissionReview into an audit-shaped body. The review is taken apart: the
 /// request's `object`, `oldObject`, `options` and `userInfo` move into the body as they are,
 /// so that building the event does not copy the objects.
-fn admission_to_audit(v: Json) -> Result<Json, String> {
-    let mut obj = match v {
+fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
+    let top = match v {
         Json::Object(o) => o,
         other => {
             return Err(format!(
@@ -413,7 +416,19 @@ fn admission_to_audit(v: Json) -> Result<Json, String> {
             ))
         }
     };
-    match obj.get("kind").and_then(Json::as_str) {
+    // The review is taken apart in one pass (it is not used again): the values the event
+    // keeps move out without a copy and without hashing a key. They are checked below in
+    // the order they are read, so the first problem reported stays the same.
+    let (mut kind, mut api_version, mut request) = (None, None, None);
+    for (k, v) in top {
+        match k.as_str() {
+            "kind" => kind = Some(v),
+            "apiVersion" => api_version = Some(v),
+            "request" => request = Some(v),
+            _ => {}
+        }
+    }
+    match kind.as_ref().and_then(Json::as_str) {
         Some("AdmissionReview") => {}
         Some(other) => {
             return Err(format!(
@@ -422,7 +437,7 @@ fn admission_to_audit(v: Json) -> Result<Json, String> {
         }
         None => return Err("AdmissionReview has no \"kind\"".to_string()),
     }
-    let api_version = match obj.get("apiVersion").and_then(Json::as_str) {
+    let api_version = match api_version.as_ref().and_then(Json::as_str) {
         Some("admission.k8s.io/v1") => "admission.k8s.io/v1",
         Some("admission.k8s.io/v1beta1") => "admission.k8s.io/v1beta1",
         Some(other) => {
@@ -432,49 +447,87 @@ fn admission_to_audit(v: Json) -> Result<Json, String> {
         }
         None => return Err("AdmissionReview has no \"apiVersion\"".to_string()),
     };
-    let req = match obj.get_mut("request") {
+    let req = match request {
         None => return Err("AdmissionReview has no \"request\"".to_string()),
         Some(Json::Object(r)) => r,
         Some(_) => return Err("AdmissionReview \"request\" must be an object".to_string()),
     };
-    // Moved out first (the review is not used again); checked below in the order the
-    // fields are read, so the first problem reported stays the same.
-    let user = req.remove("userInfo");
-    let object = req.remove("object").filter(|o| !o.is_null());
-    let options = req.remove("options").filter(|o| !o.is_null());
-    let old_object = req.remove("oldObject").filter(|o| !o.is_null());
-    let req = &*req;
-    let s = |k: &str| -> Result<Option<&str>, String> {
-        match req.get(k) {
+    let mut r = RequestParts::default();
+    for (k, v) in req {
+        let slot = match k.as_str() {
+            "uid" => &mut r.uid,
+            "operation" => &mut r.operation,
+            "resource" => &mut r.resource,
+            "subResource" => &mut r.sub_resource,
+            "namespace" => &mut r.namespace,
+            "name" => &mut r.name,
+            "dryRun" => &mut r.dry_run,
+            "userInfo" => &mut r.user,
+            "object" => &mut r.object,
+            "options" => &mut r.options,
+            "oldObject" => &mut r.old_object,
+            _ => continue,
+        };
+        *slot = Some(v);
+    }
+    let RequestParts {
+        uid,
+        operation,
+        resource,
+        sub_resource,
+        namespace,
+        name,
+        dry_run,
+        user,
+        object,
+        options,
+        old_object,
+    } = r;
+    let (object, options, old_object) = (
+        object.filter(|o| !o.is_null()),
+        options.filter(|o| !o.is_null()),
+        old_object.filter(|o| !o.is_null()),
+    );
+    let s = |k: &str, v: Option<Json>| -> Result<Option<String>, String> {
+        match v {
             None | Some(Json::Null) => Ok(None),
-            Some(Json::String(s)) => Ok(Some(s.as_str())),
+            Some(Json::String(s)) => Ok(Some(s)),
             Some(other) => Err(format!(
                 "request.{k} must be a string, found {}",
-                json_kind(other)
+                json_kind(&other)
             )),
         }
     };
-    let uid = s("uid")?.ok_or_else(|| "AdmissionReview request has no \"uid\"".to_string())?;
-    let operation = s("operation")?
+    let uid = s("uid", uid)?.ok_or_else(|| "AdmissionReview request has no \"uid\"".to_string())?;
+    let operation = s("operation", operation)?
         .ok_or_else(|| "AdmissionReview request has no \"operation\"".to_string())?;
+    let operation = operation.as_str();
     if !matches!(operation, "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
         return Err(format!(
             "request.operation \"{operation}\" is not one of CREATE, UPDATE, DELETE, CONNECT"
         ));
     }
-    let resource = req
-        .get("resource")
+    let resource = resource
+        .as_ref()
         .and_then(Json::as_object)
         .ok_or_else(|| "AdmissionReview request has no \"resource\" object".to_string())?;
-    let res_name = resource
-        .get("resource")
+    let res_name = crate::body::object_get(resource, "resource")
         .and_then(Json::as_str)
         .ok_or_else(|| "request.resource has no \"resource\" string".to_string())?;
-    let group = resource.get("group").and_then(Json::as_str).unwrap_or("");
-    let version = resource.get("version").and_then(Json::as_str).unwrap_or("");
-    let subresource = s("subResource")?.filter(|x| !x.is_empty());
-    let namespace = s("namespace")?.filter(|x| !x.is_empty());
-    let name = s("name")?.filter(|x| !x.is_empty());
+    let group = crate::body::object_get(resource, "group")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    let version = crate::body::object_get(resource, "version")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    let subresource = s("subResource", sub_resource)?.filter(|x| !x.is_empty());
+    let namespace = s("namespace", namespace)?.filter(|x| !x.is_empty());
+    let name = s("name", name)?.filter(|x| !x.is_empty());
+    let (subresource, namespace, name) = (
+        subresource.as_deref(),
+        namespace.as_deref(),
+        name.as_deref(),
+    );
     let user = match user {
         Some(u @ Json::Object(_)) => u,
         None | Some(Json::Null) => Json::Object(Map::new()),
@@ -552,32 +605,50 @@ fn admission_to_audit(v: Json) -> Result<Json, String> {
         }
     }
 
-    let mut out = Map::new();
-    out.insert("kind".into(), Json::from("Event"));
-    out.insert("apiVersion".into(), Json::from("audit.k8s.io/v1"));
-    out.insert("level".into(), Json::from("RequestResponse"));
-    out.insert("auditID".into(), Json::from(uid));
-    out.insert("stage".into(), Json::from("Admission"));
-    out.insert("requestURI".into(), Json::from(uri));
-    out.insert("verb".into(), Json::from(operation.to_ascii_lowercase()));
-    out.insert("user".into(), user);
-    out.insert("objectRef".into(), Json::Object(object_ref));
+    // The top-level values in the order an audit event has them (what `Event::json`
+    // shows); looked up by key comparison, so no map is built or hashed here.
+    let mut out: Vec<(&'static str, Json)> = Vec::with_capacity(12);
+    out.push(("kind", Json::from("Event")));
+    out.push(("apiVersion", Json::from("audit.k8s.io/v1")));
+    out.push(("level", Json::from("RequestResponse")));
+    out.push(("auditID", Json::from(uid.as_str())));
+    out.push(("stage", Json::from("Admission")));
+    out.push(("requestURI", Json::from(uri)));
+    out.push(("verb", Json::from(operation.to_ascii_lowercase())));
+    out.push(("user", user));
+    out.push(("objectRef", Json::Object(object_ref)));
     // Tether's own keys, outside audit.k8s.io's schema, for the webhook's answer.
     let mut adm = Map::new();
     adm.insert("apiVersion".into(), Json::from(api_version));
     adm.insert("uid".into(), Json::from(uid));
     adm.insert("operation".into(), Json::from(operation));
-    if let Some(d) = req.get("dryRun") {
-        adm.insert("dryRun".into(), d.clone());
+    if let Some(d) = dry_run {
+        adm.insert("dryRun".into(), d);
     }
     if let Some(o) = object.or(options) {
-        out.insert("requestObject".into(), o);
+        out.push(("requestObject", o));
     }
     if let Some(o) = old_object {
-        out.insert("oldObject".into(), o);
+        out.push(("oldObject", o));
     }
-    out.insert("tetherAdmission".into(), Json::Object(adm));
-    Ok(Json::Object(out))
+    out.push(("tetherAdmission", Json::Object(adm)));
+    Ok(out)
+}
+
+/// The members of an AdmissionReview's `request` that its event reads.
+#[derive(Default)]
+struct RequestParts {
+    uid: Option<Json>,
+    operation: Option<Json>,
+    resource: Option<Json>,
+    sub_resource: Option<Json>,
+    namespace: Option<Json>,
+    name: Option<Json>,
+    dry_run: Option<Json>,
+    user: Option<Json>,
+    object: Option<Json>,
+    options: Option<Json>,
+    old_object: Option<Json>,
 }
 
 fn scalar_text(v: &Json) -> String {

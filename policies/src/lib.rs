@@ -48,6 +48,7 @@ pub mod source;
 pub mod value;
 
 pub use alert::{Alert, AlertAction, Correlation};
+pub use body::object_get;
 pub use decision::{decide, DecisionOptions, RuleOutcome, Verdict};
 pub use event::{
     ContainerInfo, Event, FdInfo, K8sInfo, ProcInfo, SessionFields, SyscallEvent, UserInfo,
