@@ -55,17 +55,48 @@ fn truncate(s: String, max: usize) -> String {
     out
 }
 
+/// Appends `rule "NAME": OUTPUT`, the name quoted as Rust's `{:?}` quotes it.
+fn push_rule(out: &mut String, h: &RuleHit) {
+    out.push_str("rule ");
+    // Names are mostly plain printable ASCII, which `{:?}` leaves as it is.
+    if h.rule
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(&h.rule);
+        out.push('"');
+    } else {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{:?}", h.rule);
+    }
+    out.push_str(": ");
+    out.push_str(&h.output);
+}
+
 fn deny_message(hits: &[&RuleHit]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from("denied by tether: ");
+    let mut out = String::with_capacity(
+        18 + hits
+            .iter()
+            .map(|h| h.rule.len() + h.output.len() + 12)
+            .sum::<usize>(),
+    );
+    out.push_str("denied by tether: ");
     for (i, h) in hits.iter().enumerate() {
         if i > 0 {
             out.push_str("; ");
         }
-        // Writing to a String cannot fail.
-        let _ = write!(out, "rule {:?}: {}", h.rule, h.output);
+        push_rule(&mut out, h);
     }
     out
+}
+
+fn warning(h: &RuleHit) -> String {
+    let mut out = String::with_capacity(h.rule.len() + h.output.len() + 27);
+    out.push_str("tether detect: ");
+    push_rule(&mut out, h);
+    truncate(out, MAX_WARNING_CHARS)
 }
 
 fn rule_names(hits: &[&RuleHit]) -> String {
@@ -145,15 +176,7 @@ pub fn decide(req: &ReviewRequest, hits: &[RuleHit], detect_only: bool, now_ns: 
     } else {
         AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(&enforced))
     };
-    response.warnings = detected
-        .iter()
-        .map(|h| {
-            truncate(
-                format!("tether detect: rule {:?}: {}", h.rule, h.output),
-                MAX_WARNING_CHARS,
-            )
-        })
-        .collect();
+    response.warnings = detected.iter().map(|h| warning(h)).collect();
     let mut annotations = BTreeMap::new();
     if !detected.is_empty() {
         annotations.insert("detect".to_string(), rule_names(&detected));
@@ -258,6 +281,32 @@ mod tests {
             mode,
             out_of_scope: (!in_scope).then(|| "namespace \"prod\" is excluded".to_string()),
             output: format!("{rule} output"),
+        }
+    }
+
+    #[test]
+    fn rule_names_are_quoted_as_debug_quotes_them() {
+        for name in [
+            "Plain Rule",
+            "say \"hi\"",
+            "back\\slash",
+            "tab\there",
+            "caf\u{e9}",
+            "bell\u{7}",
+            "zero\u{200b}width",
+            "",
+        ] {
+            let h = hit(name, RuleMode::Detect, true);
+            let mut out = String::new();
+            push_rule(&mut out, &h);
+            assert_eq!(out, format!("rule {:?}: {}", h.rule, h.output), "{name:?}");
+            assert_eq!(
+                warning(&h),
+                truncate(
+                    format!("tether detect: rule {:?}: {}", h.rule, h.output),
+                    MAX_WARNING_CHARS
+                )
+            );
         }
     }
 

@@ -9,6 +9,7 @@
 //!   400 `BadRequest`) in the review's version.
 //! - [`ParsedReview`] with a [`ReviewRequest`]: evaluated.
 
+use policies::object_get;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -150,7 +151,7 @@ pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, M
             kind_of(&body)
         ))
     })?;
-    let version = match top.get("apiVersion") {
+    let version = match object_get(top, "apiVersion") {
         None => return Err(MalformedBody("apiVersion is missing".into())),
         Some(Value::String(s)) if s == "admission.k8s.io/v1" => ReviewVersion::V1,
         Some(Value::String(s)) if s == "admission.k8s.io/v1beta1" => ReviewVersion::V1beta1,
@@ -166,7 +167,7 @@ pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, M
             )))
         }
     };
-    match top.get("kind") {
+    match object_get(top, "kind") {
         Some(Value::String(k)) if k == "AdmissionReview" => {}
         Some(Value::String(k)) => {
             return Err(MalformedBody(format!(
@@ -181,7 +182,7 @@ pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, M
         }
         None => return Err(MalformedBody("kind is missing".into())),
     }
-    let request = match top.get("request") {
+    let request = match object_get(top, "request") {
         Some(Value::Object(r)) => r,
         Some(Value::Null) | None => return Err(MalformedBody("request is missing".into())),
         Some(other) => {
@@ -191,7 +192,7 @@ pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, M
             )))
         }
     };
-    let uid = match request.get("uid") {
+    let uid = match object_get(request, "uid") {
         Some(Value::String(u)) if !u.is_empty() => u.clone(),
         Some(Value::String(_)) => return Err(MalformedBody("request.uid is empty".into())),
         Some(other) => {
@@ -202,7 +203,7 @@ pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, M
         }
         None => return Err(MalformedBody("request.uid is missing".into())),
     };
-    let checked = if top.get("response").is_some_and(|r| !r.is_null()) {
+    let checked = if object_get(top, "response").is_some_and(|r| !r.is_null()) {
         Err(Invalid(
             "the review carries a response already; a request must not".into(),
         ))
@@ -384,7 +385,7 @@ impl<'de> serde::de::Visitor<'de> for Discard {
 }
 
 fn opt_string(r: &Map<String, Value>, key: &str, at: &str) -> Result<Option<String>, Invalid> {
-    match r.get(key) {
+    match object_get(r, key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -400,7 +401,7 @@ fn req_object<'a>(
     key: &str,
     at: &str,
 ) -> Result<&'a Map<String, Value>, Invalid> {
-    match r.get(key) {
+    match object_get(r, key) {
         Some(Value::Object(o)) => Ok(o),
         None | Some(Value::Null) => Err(Invalid(format!("{at}.{key} is missing"))),
         Some(other) => Err(Invalid(format!(
@@ -412,7 +413,7 @@ fn req_object<'a>(
 
 fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, Invalid> {
     let at = "request";
-    let operation = match r.get("operation") {
+    let operation = match object_get(r, "operation") {
         Some(Value::String(s)) => match s.as_str() {
             "CREATE" => Operation::Create,
             "UPDATE" => Operation::Update,
@@ -447,7 +448,7 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
     let user = req_object(r, "userInfo", at)?;
     let username = opt_string(user, "username", "request.userInfo")?.unwrap_or_default();
     let user_uid = opt_string(user, "uid", "request.userInfo")?;
-    let groups = match user.get("groups") {
+    let groups = match object_get(user, "groups") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
@@ -467,7 +468,7 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
             )))
         }
     };
-    if let Some(Value::Object(extra)) = user.get("extra") {
+    if let Some(Value::Object(extra)) = object_get(user, "extra") {
         for (k, v) in extra {
             let ok = match v {
                 Value::Array(items) => items.iter().all(Value::is_string),
@@ -481,13 +482,13 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
                 )));
             }
         }
-    } else if let Some(v) = user.get("extra").filter(|v| !v.is_null()) {
+    } else if let Some(v) = object_get(user, "extra").filter(|v| !v.is_null()) {
         return Err(Invalid(format!(
             "request.userInfo.extra is {}, expected an object",
             kind_of(v)
         )));
     }
-    let dry_run = match r.get("dryRun") {
+    let dry_run = match object_get(r, "dryRun") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
@@ -498,7 +499,7 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
         }
     };
     for key in ["object", "oldObject", "options"] {
-        match r.get(key) {
+        match object_get(r, key) {
             None | Some(Value::Null) | Some(Value::Object(_)) => {}
             Some(other) => {
                 return Err(Invalid(format!(
@@ -510,7 +511,7 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
     }
     match operation {
         Operation::Create | Operation::Connect => {
-            if r.get("object").is_none_or(Value::is_null) {
+            if object_get(r, "object").is_none_or(Value::is_null) {
                 return Err(Invalid(format!(
                     "request.object is missing for operation {}",
                     operation.as_str()
@@ -518,7 +519,7 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
             }
         }
         Operation::Update => {
-            if r.get("object").is_none_or(Value::is_null) {
+            if object_get(r, "object").is_none_or(Value::is_null) {
                 return Err(Invalid(
                     "request.object is missing for operation UPDATE".into(),
                 ));
@@ -527,7 +528,10 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
         Operation::Delete => {}
     }
     for key in ["object", "oldObject"] {
-        if let Some(Value::String(object_kind)) = r.get(key).and_then(|o| o.get("kind")) {
+        if let Some(Value::String(object_kind)) = object_get(r, key)
+            .and_then(Value::as_object)
+            .and_then(|o| object_get(o, "kind"))
+        {
             if *object_kind != kind {
                 return Err(Invalid(format!(
                     "request.{key}.kind {object_kind:?} does not match request.kind.kind {kind:?}"
@@ -555,10 +559,10 @@ fn check_request(r: &Map<String, Value>, uid: String) -> Result<ReviewRequest, I
 }
 
 fn check_connect_object(r: &Map<String, Value>) -> Result<(), Invalid> {
-    let Some(Value::Object(obj)) = r.get("object") else {
+    let Some(Value::Object(obj)) = object_get(r, "object") else {
         return Ok(());
     };
-    if let Some(cmd) = obj.get("command") {
+    if let Some(cmd) = object_get(obj, "command") {
         match cmd {
             Value::Null => {}
             Value::Array(items) => {
@@ -580,17 +584,14 @@ fn check_connect_object(r: &Map<String, Value>) -> Result<(), Invalid> {
         }
     }
     for key in ["stdin", "stdout", "stderr", "tty"] {
-        if let Some(v) = obj.get(key).filter(|v| !v.is_null() && !v.is_boolean()) {
+        if let Some(v) = object_get(obj, key).filter(|v| !v.is_null() && !v.is_boolean()) {
             return Err(Invalid(format!(
                 "request.object.{key} is {}, expected a boolean",
                 kind_of(v)
             )));
         }
     }
-    if let Some(v) = obj
-        .get("container")
-        .filter(|v| !v.is_null() && !v.is_string())
-    {
+    if let Some(v) = object_get(obj, "container").filter(|v| !v.is_null() && !v.is_string()) {
         return Err(Invalid(format!(
             "request.object.container is {}, expected a string",
             kind_of(v)
