@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::body::{Body, Get};
+use crate::body::{object_get, Body, Get};
 use crate::input::InputError;
 use crate::source::Source;
 
@@ -511,13 +511,13 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
         .as_ref()
         .and_then(Json::as_object)
         .ok_or_else(|| "AdmissionReview request has no \"resource\" object".to_string())?;
-    let res_name = crate::body::object_get(resource, "resource")
+    let res_name = object_get(resource, "resource")
         .and_then(Json::as_str)
         .ok_or_else(|| "request.resource has no \"resource\" string".to_string())?;
-    let group = crate::body::object_get(resource, "group")
+    let group = object_get(resource, "group")
         .and_then(Json::as_str)
         .unwrap_or("");
-    let version = crate::body::object_get(resource, "version")
+    let version = object_get(resource, "version")
         .and_then(Json::as_str)
         .unwrap_or("");
     let subresource = s("subResource", sub_resource)?.filter(|x| !x.is_empty());

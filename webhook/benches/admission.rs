@@ -543,7 +543,7 @@ fn main() {
             consumer.abort();
             rows.push((format!("{label} ({rules} admission rules)"), out));
         };
-    // The first stack a process runs measures up to ~10 % slower than the same stack run again
+    // The first stack a process runs measures 3-12 % slower than the same stack run again
     // (allocator, page tables, the host's scheduling), whichever configuration comes first:
     // one unmeasured run of the library warms the process for every row.
     run_library("warm-up", 100, None, &mut rows);
@@ -633,13 +633,15 @@ fn main() {
         Duration::from_secs(1),
         (measure / 2).max(Duration::from_secs(2)),
     ));
+    // Throughput of `a` in % of `b`'s, measured over windows of the same length.
+    let pct = |a: &Outcome, b: &Outcome| 100.0 * a.requests as f64 / b.requests.max(1) as f64;
     let mut pairs = Vec::new();
     for _ in 0..PAIRS {
         let mut pair = Vec::new();
         run_library("pair: library", 100, None, &mut pair);
         run_stack("pair: no-op", noop_app(), &mut pair);
         if let [(_, lib), (_, noop)] = pair.as_slice() {
-            pairs.push(100.0 * throughput(lib) / throughput(noop).max(1.0));
+            pairs.push(pct(lib, noop));
         }
     }
     pairs.sort_by(f64::total_cmp);
@@ -679,7 +681,6 @@ fn main() {
     };
     let (budget, inline) = (row(FULL_BUDGET), row(FULL_INLINE));
     let (noop, minimal, scan) = (row(NOOP), row(MINIMAL), row(SCAN));
-    let pct = |a: &Outcome, b: &Outcome| 100.0 * a.requests as f64 / b.requests.max(1) as f64;
     println!(
         "\nfull library / no-op throughput: {:.0}% with the budget, {:.0}% inline",
         pct(budget, noop),

@@ -55,6 +55,11 @@ fn truncate(s: String, max: usize) -> String {
     out
 }
 
+const DENIED: &str = "denied by tether: ";
+const DETECTED: &str = "tether detect: ";
+/// What `rule "NAME": OUTPUT` adds to the name and output, and the separator between two.
+const RULE_OVERHEAD: usize = "rule \"\": ; ".len();
+
 /// Appends `rule "NAME": OUTPUT`, the name quoted as Rust's `{:?}` quotes it.
 fn push_rule(out: &mut String, h: &RuleHit) {
     out.push_str("rule ");
@@ -77,12 +82,13 @@ fn push_rule(out: &mut String, h: &RuleHit) {
 
 fn deny_message(hits: &[&RuleHit]) -> String {
     let mut out = String::with_capacity(
-        18 + hits
-            .iter()
-            .map(|h| h.rule.len() + h.output.len() + 12)
-            .sum::<usize>(),
+        DENIED.len()
+            + hits
+                .iter()
+                .map(|h| h.rule.len() + h.output.len() + RULE_OVERHEAD)
+                .sum::<usize>(),
     );
-    out.push_str("denied by tether: ");
+    out.push_str(DENIED);
     for (i, h) in hits.iter().enumerate() {
         if i > 0 {
             out.push_str("; ");
@@ -93,8 +99,9 @@ fn deny_message(hits: &[&RuleHit]) -> String {
 }
 
 fn warning(h: &RuleHit) -> String {
-    let mut out = String::with_capacity(h.rule.len() + h.output.len() + 27);
-    out.push_str("tether detect: ");
+    let mut out =
+        String::with_capacity(DETECTED.len() + h.rule.len() + h.output.len() + RULE_OVERHEAD);
+    out.push_str(DETECTED);
     push_rule(&mut out, h);
     truncate(out, MAX_WARNING_CHARS)
 }
