@@ -15,28 +15,28 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
-/// Key lookup on a JSON object, for both eager and lazy bodies.
-pub(crate) trait Get {
-    fn get_key(&self, k: &str) -> Option<&Json>;
+use crate::doc::{Doc, Ref};
+
+/// Key lookup on a document's values and on an event's top level, for walking paths.
+pub(crate) trait Get<'a> {
+    fn get_key(self, k: &str) -> Option<Ref<'a>>;
 }
 
-impl Get for Json {
-    fn get_key(&self, k: &str) -> Option<&Json> {
-        member(self, k)
+impl<'a> Get<'a> for Ref<'a> {
+    fn get_key(self, k: &str) -> Option<Ref<'a>> {
+        self.get(k)
+    }
+}
+
+impl<'a> Get<'a> for &'a Body {
+    fn get_key(self, k: &str) -> Option<Ref<'a>> {
+        self.get(k)
     }
 }
 
 /// Objects up to this size are searched key by key: comparing a few short keys is cheaper
 /// than hashing the key (Kubernetes objects are mostly small maps).
 const SCAN_MAX: usize = 16;
-
-/// The value of `k` in an object (`None` for other values), as `serde_json::Value::get`.
-pub(crate) fn member<'a>(v: &'a Json, k: &str) -> Option<&'a Json> {
-    match v {
-        Json::Object(m) => object_get(m, k),
-        _ => None,
-    }
-}
 
 /// The value of `k` in a JSON object, as `serde_json::Map::get` answers, without hashing
 /// `k` when the object is small (what most Kubernetes objects are).
@@ -54,25 +54,32 @@ pub fn object_get<'a>(m: &'a Map<String, Json>, k: &str) -> Option<&'a Json> {
         .map(|(_, v)| v)
 }
 
+/// An event's JSON: its top-level values are read as [`Ref`]s into [`Doc`]s; the whole
+/// document as a `serde_json::Value` is built only for a reader that asks for it
+/// ([`crate::Event::json`], `jevt.obj`, `json[...]` queries that `jsonpath_rust` answers).
 pub(crate) enum Body {
-    Parsed(Json),
-    /// A document made of named top-level values (an admission review's audit-shaped view):
-    /// found by comparing keys, without building and hashing a map.
+    /// A whole document.
+    Whole { doc: Doc, full: OnceLock<Json> },
+    /// A document made of named top-level values held in one [`Doc`] (an admission
+    /// review's audit-shaped view): found by comparing keys, without building a map.
     Entries {
-        entries: Vec<(&'static str, Json)>,
+        doc: Doc,
+        entries: Vec<(&'static str, u32)>,
         full: OnceLock<Json>,
+        whole: OnceLock<Doc>,
     },
     Lazy {
         text: Box<str>,
         entries: Vec<Entry>,
         full: OnceLock<Json>,
+        whole: OnceLock<Doc>,
     },
 }
 
 pub(crate) struct Entry {
     key: KeyAt,
     range: Range<usize>,
-    val: OnceLock<Json>,
+    val: OnceLock<Doc>,
 }
 
 /// Where a key's text is: in the document (no escapes) or unescaped on its own.
@@ -88,33 +95,60 @@ impl Entry {
             KeyAt::Owned(k) => k,
         }
     }
+
+    fn doc(&self, text: &str) -> &Doc {
+        self.val.get_or_init(|| parse_range(text, &self.range))
+    }
 }
 
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Body::Parsed(j) => f.debug_tuple("Parsed").field(j).finish(),
-            Body::Entries { entries, .. } => f.debug_tuple("Entries").field(entries).finish(),
+            Body::Whole { doc, .. } => f.debug_tuple("Whole").field(doc).finish(),
+            Body::Entries { doc, entries, .. } => {
+                let mut m = f.debug_map();
+                for (k, at) in entries {
+                    m.entry(k, &doc.at(*at));
+                }
+                m.finish()
+            }
             Body::Lazy { text, .. } => f.debug_tuple("Lazy").field(text).finish(),
         }
     }
 }
 
-impl Get for Body {
-    fn get_key(&self, k: &str) -> Option<&Json> {
-        self.get(k)
-    }
-}
-
 impl Body {
+    /// The body of a `serde_json::Value`, which is kept as the whole document.
+    pub fn from_value(v: Json) -> Body {
+        Body::Whole {
+            doc: Doc::from_value(&v),
+            full: OnceLock::from(v),
+        }
+    }
+
+    /// The body of named top-level values held in `doc`.
+    pub fn entries(doc: Doc, entries: Vec<(&'static str, u32)>) -> Body {
+        Body::Entries {
+            doc,
+            entries,
+            full: OnceLock::new(),
+            whole: OnceLock::new(),
+        }
+    }
+
     /// The top-level value of `key` (the last one when a key repeats, as serde_json does).
-    pub fn get(&self, key: &str) -> Option<&Json> {
+    pub fn get(&self, key: &str) -> Option<Ref<'_>> {
         match self {
-            Body::Parsed(j) => member(j, key),
-            Body::Entries { entries, .. } => entries.iter().find(|(k, _)| *k == key).map(|e| &e.1),
+            Body::Whole { doc, .. } => doc.root().get(key),
+            Body::Entries { doc, entries, .. } => entries
+                .iter()
+                .find(|(k, _)| {
+                    k.len() == key.len() && crate::doc::same(k.as_bytes(), key.as_bytes())
+                })
+                .map(|(_, at)| doc.at(*at)),
             Body::Lazy { text, entries, .. } => {
                 let e = entries.iter().rev().find(|e| e.key(text) == key)?;
-                Some(e.val.get_or_init(|| parse_range(text, &e.range)))
+                Some(e.doc(text).root())
             }
         }
     }
@@ -122,12 +156,14 @@ impl Body {
     /// The whole document.
     pub fn full(&self) -> &Json {
         match self {
-            Body::Parsed(j) => j,
-            Body::Entries { entries, full } => full.get_or_init(|| {
+            Body::Whole { doc, full } => full.get_or_init(|| doc.root().to_value()),
+            Body::Entries {
+                doc, entries, full, ..
+            } => full.get_or_init(|| {
                 Json::Object(
                     entries
                         .iter()
-                        .map(|(k, v)| ((*k).to_string(), v.clone()))
+                        .map(|(k, at)| ((*k).to_string(), doc.at(*at).to_value()))
                         .collect(),
                 )
             }),
@@ -135,52 +171,34 @@ impl Body {
                 text,
                 entries,
                 full,
+                ..
             } => full.get_or_init(|| {
                 let mut m = Map::new();
                 for e in entries {
-                    let v = e
-                        .val
-                        .get()
-                        .cloned()
-                        .unwrap_or_else(|| parse_range(text, &e.range));
-                    m.insert(e.key(text).to_string(), v);
+                    m.insert(e.key(text).to_string(), e.doc(text).root().to_value());
                 }
                 Json::Object(m)
             }),
         }
     }
 
+    /// The whole document as a [`Ref`] (for queries that read from the root).
+    pub fn whole(&self) -> Ref<'_> {
+        match self {
+            Body::Whole { doc, .. } => doc.root(),
+            Body::Entries { whole, .. } | Body::Lazy { whole, .. } => {
+                whole.get_or_init(|| Doc::from_value(self.full())).root()
+            }
+        }
+    }
+
     /// The whole document, taken out of the body (no copy when it was built already).
     pub fn into_full(self) -> Json {
+        self.full();
         match self {
-            Body::Parsed(j) => j,
-            Body::Entries { entries, full } => full.into_inner().unwrap_or_else(|| {
-                Json::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect(),
-                )
-            }),
-            Body::Lazy {
-                text,
-                entries,
-                full,
-            } => match full.into_inner() {
-                Some(j) => j,
-                None => {
-                    let mut m = Map::new();
-                    for e in entries {
-                        let key = e.key(&text).to_string();
-                        let v = e
-                            .val
-                            .into_inner()
-                            .unwrap_or_else(|| parse_range(&text, &e.range));
-                        m.insert(key, v);
-                    }
-                    Json::Object(m)
-                }
-            },
+            Body::Whole { full, .. } | Body::Entries { full, .. } | Body::Lazy { full, .. } => {
+                full.into_inner().unwrap_or(Json::Null)
+            }
         }
     }
 
@@ -215,15 +233,16 @@ impl Body {
             text: text.into(),
             entries,
             full: OnceLock::new(),
+            whole: OnceLock::new(),
         })
     }
 }
 
-fn parse_range(text: &str, r: &Range<usize>) -> Json {
+fn parse_range(text: &str, r: &Range<usize>) -> Doc {
     // The range was validated as JSON when the body was read.
     text.get(r.clone())
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or(Json::Null)
+        .and_then(|s| Doc::parse_str(s).ok())
+        .unwrap_or_else(|| Doc::from_value(&Json::Null))
 }
 
 struct TopVisitor;
@@ -276,9 +295,9 @@ mod tests {
     fn lazy_reads_like_parsed() {
         let text = r#"{"a": {"b": [1, 2]}, "k\"q": "x", "a": {"b": 3}, "s": "t"}"#;
         let b = Body::lazy(text).unwrap();
-        assert_eq!(b.get("a"), Some(&json!({"b": 3})));
-        assert_eq!(b.get("k\"q"), Some(&json!("x")));
-        assert_eq!(b.get("nope"), None);
+        assert_eq!(b.get("a").map(Ref::to_value), Some(json!({"b": 3})));
+        assert_eq!(b.get("k\"q").map(Ref::to_value), Some(json!("x")));
+        assert!(b.get("nope").is_none());
         let full: Json = serde_json::from_str(text).unwrap();
         assert_eq!(b.full(), &full);
     }

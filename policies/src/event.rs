@@ -10,7 +10,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::body::{object_get, Body, Get};
+use crate::body::Body;
+use crate::doc::{Doc, Kind, Ref};
 use crate::input::InputError;
 use crate::source::Source;
 
@@ -178,7 +179,7 @@ impl Event {
                 ),
             ));
         }
-        Self::audit_body(Body::Parsed(v)).map_err(|what| InputError::new("<value>", 0, what))
+        Self::audit_body(Body::from_value(v)).map_err(|what| InputError::new("<value>", 0, what))
     }
 
     /// An audit event from the text of one JSON object, parsed lazily (see [`crate::body`]).
@@ -212,14 +213,18 @@ impl Event {
     /// `namespace`/`name`, and `requestURI` is rebuilt (with the exec/attach/portforward
     /// options as query parameters, one `command` parameter per argv element).
     pub fn from_admission_review(v: Json) -> Result<Event, InputError> {
-        let body = admission_to_audit(v).map_err(|what| InputError::new("<value>", 0, what))?;
+        Self::from_admission_doc(Doc::from_value(&v))
+    }
+
+    /// [`Event::from_admission_review`] of a review parsed into a [`Doc`] (what the webhook
+    /// does: no `serde_json::Value` is built).
+    pub fn from_admission_doc(review: Doc) -> Result<Event, InputError> {
+        let body =
+            admission_to_audit(review).map_err(|what| InputError::new("<value>", 0, what))?;
         Ok(Event {
             source: Source::K8sAdmission,
             time_ns: now_ns(),
-            payload: Payload::Json(Arc::new(Body::Entries {
-                entries: body,
-                full: std::sync::OnceLock::new(),
-            })),
+            payload: Payload::Json(Arc::new(body)),
             session: None,
         })
     }
@@ -287,7 +292,7 @@ impl Event {
             Payload::Json(j) => j
                 .get("objectRef")
                 .and_then(|o| o.get("namespace"))
-                .and_then(Json::as_str),
+                .and_then(Ref::as_str),
             Payload::Syscall(s) => (!s.k8s.ns_name.is_empty()).then_some(s.k8s.ns_name.as_str()),
         }
     }
@@ -297,13 +302,12 @@ impl Event {
     pub fn object_labels(&self) -> BTreeMap<String, String> {
         match &self.payload {
             Payload::Json(j) => {
-                let labels = |o: Option<&Json>| {
+                let labels = |o: Option<Ref<'_>>| {
                     o.and_then(|o| o.get("metadata"))
                         .and_then(|m| m.get("labels"))
-                        .and_then(Json::as_object)
+                        .and_then(Ref::as_object)
                         .map(|m| {
-                            m.iter()
-                                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                            m.filter_map(|(k, v)| v.as_str().map(|v| (k.to_owned(), v.to_owned())))
                                 .collect::<BTreeMap<_, _>>()
                         })
                 };
@@ -346,11 +350,11 @@ pub(crate) fn check_audit_shape(obj: &Body) -> Result<(), String> {
     }
     for key in ["verb", "stage", "auditID", "requestURI"] {
         match obj.get(key) {
-            Some(Json::String(_)) => {}
+            Some(v) if v.kind() == Kind::String => {}
             Some(other) => {
                 return Err(format!(
                     "field \"{key}\" must be a string, found {}",
-                    json_kind(other)
+                    other.kind().described()
                 ))
             }
             None if key == "verb" || key == "stage" => {
@@ -363,7 +367,7 @@ pub(crate) fn check_audit_shape(obj: &Body) -> Result<(), String> {
         if !o.is_object() {
             return Err(format!(
                 "field \"objectRef\" must be an object, found {}",
-                json_kind(o)
+                o.kind().described()
             ));
         }
     }
@@ -371,7 +375,7 @@ pub(crate) fn check_audit_shape(obj: &Body) -> Result<(), String> {
         if !u.is_object() {
             return Err(format!(
                 "field \"user\" must be an object, found {}",
-                json_kind(u)
+                u.kind().described()
             ));
         }
     }
@@ -398,37 +402,35 @@ pub(crate) fn parse_rfc3339_ns(s: &str) -> Option<i64> {
 fn audit_time_ns(v: &Body) -> i64 {
     ["stageTimestamp", "requestReceivedTimestamp"]
         .iter()
-        .filter_map(|k| v.get_key(k).and_then(Json::as_str))
+        .filter_map(|k| v.get(k).and_then(Ref::as_str))
         .find_map(parse_rfc3339_ns)
         .unwrap_or(0)
 }
 
-/// Rewrites an AdmissionReview into an audit-shaped body. The review is taken apart: the
-/// request's `object`, `oldObject`, `options` and `userInfo` move into the body as they are,
-/// so that building the event does not copy the objects.
-fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
-    let top = match v {
-        Json::Object(o) => o,
-        other => {
-            return Err(format!(
-                "expected an AdmissionReview object, found {}",
-                json_kind(&other)
-            ))
-        }
-    };
-    // The review is taken apart in one pass (it is not used again): the values the event
-    // keeps move out without a copy and without hashing a key. They are checked below in
-    // the order they are read, so the first problem reported stays the same.
+/// Rewrites an AdmissionReview into an audit-shaped body. The review's document is kept
+/// whole: the request's `object`, `oldObject`, `options` and `userInfo` are named in place,
+/// and the values the audit shape adds are appended to the same document, so that building
+/// the event copies no object.
+fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
+    let top = doc.root();
+    if !top.is_object() {
+        return Err(format!(
+            "expected an AdmissionReview object, found {}",
+            top.kind().described()
+        ));
+    }
+    // The review is read in one pass over its members; they are checked below in the order
+    // they are read, so the first problem reported stays the same.
     let (mut kind, mut api_version, mut request) = (None, None, None);
-    for (k, v) in top {
-        match k.as_str() {
+    for (k, v) in top.as_object().into_iter().flatten() {
+        match k {
             "kind" => kind = Some(v),
             "apiVersion" => api_version = Some(v),
             "request" => request = Some(v),
             _ => {}
         }
     }
-    match kind.as_ref().and_then(Json::as_str) {
+    match kind.and_then(Ref::as_str) {
         Some("AdmissionReview") => {}
         Some(other) => {
             return Err(format!(
@@ -437,7 +439,7 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
         }
         None => return Err("AdmissionReview has no \"kind\"".to_string()),
     }
-    let api_version = match api_version.as_ref().and_then(Json::as_str) {
+    let api_version = match api_version.and_then(Ref::as_str) {
         Some("admission.k8s.io/v1") => "admission.k8s.io/v1",
         Some("admission.k8s.io/v1beta1") => "admission.k8s.io/v1beta1",
         Some(other) => {
@@ -449,12 +451,12 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
     };
     let req = match request {
         None => return Err("AdmissionReview has no \"request\"".to_string()),
-        Some(Json::Object(r)) => r,
+        Some(r) if r.is_object() => r,
         Some(_) => return Err("AdmissionReview \"request\" must be an object".to_string()),
     };
     let mut r = RequestParts::default();
-    for (k, v) in req {
-        let slot = match k.as_str() {
+    for (k, v) in req.as_object().into_iter().flatten() {
+        let slot = match k {
             "uid" => &mut r.uid,
             "operation" => &mut r.operation,
             "resource" => &mut r.resource,
@@ -488,14 +490,17 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
         options.filter(|o| !o.is_null()),
         old_object.filter(|o| !o.is_null()),
     );
-    let s = |k: &str, v: Option<Json>| -> Result<Option<String>, String> {
+    let s = |k: &str, v: Option<Ref<'_>>| -> Result<Option<String>, String> {
         match v {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::String(s)) => Ok(Some(s)),
-            Some(other) => Err(format!(
-                "request.{k} must be a string, found {}",
-                json_kind(&other)
-            )),
+            None => Ok(None),
+            Some(v) if v.is_null() => Ok(None),
+            Some(v) => match v.as_str() {
+                Some(s) => Ok(Some(s.to_owned())),
+                None => Err(format!(
+                    "request.{k} must be a string, found {}",
+                    v.kind().described()
+                )),
+            },
         }
     };
     let uid = s("uid", uid)?.ok_or_else(|| "AdmissionReview request has no \"uid\"".to_string())?;
@@ -508,33 +513,26 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
         ));
     }
     let resource = resource
-        .as_ref()
-        .and_then(Json::as_object)
+        .filter(|r| r.is_object())
         .ok_or_else(|| "AdmissionReview request has no \"resource\" object".to_string())?;
-    let res_name = object_get(resource, "resource")
-        .and_then(Json::as_str)
+    let res_name = resource
+        .get("resource")
+        .and_then(Ref::as_str)
         .ok_or_else(|| "request.resource has no \"resource\" string".to_string())?;
-    let group = object_get(resource, "group")
-        .and_then(Json::as_str)
-        .unwrap_or("");
-    let version = object_get(resource, "version")
-        .and_then(Json::as_str)
-        .unwrap_or("");
+    let group = resource.get("group").and_then(Ref::as_str).unwrap_or("");
+    let version = resource.get("version").and_then(Ref::as_str).unwrap_or("");
     let subresource = s("subResource", sub_resource)?.filter(|x| !x.is_empty());
     let namespace = s("namespace", namespace)?.filter(|x| !x.is_empty());
     let name = s("name", name)?.filter(|x| !x.is_empty());
-    let (subresource, namespace, name) = (
-        subresource.as_deref(),
-        namespace.as_deref(),
-        name.as_deref(),
-    );
+    let (subresource, namespace) = (subresource.as_deref(), namespace.as_deref());
     let user = match user {
-        Some(u @ Json::Object(_)) => u,
-        None | Some(Json::Null) => Json::Object(Map::new()),
+        Some(u) if u.is_object() => Some(u.node()),
+        None => None,
+        Some(u) if u.is_null() => None,
         Some(other) => {
             return Err(format!(
                 "request.userInfo must be an object, found {}",
-                json_kind(&other)
+                other.kind().described()
             ))
         }
     };
@@ -544,12 +542,11 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
     if let Some(ns) = namespace {
         object_ref.insert("namespace".into(), Json::from(ns));
     }
-    let name = name.or_else(|| {
+    let name = name.as_deref().or_else(|| {
         object
-            .as_ref()
             .and_then(|o| o.get("metadata"))
             .and_then(|m| m.get("name"))
-            .and_then(Json::as_str)
+            .and_then(Ref::as_str)
     });
     if let Some(n) = name {
         object_ref.insert("name".into(), Json::from(n));
@@ -582,20 +579,20 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
     if operation == "CONNECT" {
         // The API server sends the Pod*Options as `object`; older clients of this code path
         // (and some test doubles) put them in `options`.
-        if let Some(Json::Object(opts)) = object.as_ref().or(options.as_ref()) {
+        if let Some(opts) = object.or(options).and_then(Ref::as_object) {
             let mut q = Vec::new();
             for (k, v) in opts {
                 if k == "kind" || k == "apiVersion" {
                     continue;
                 }
-                match v {
-                    Json::Array(items) => {
-                        for it in items {
+                match v.kind() {
+                    Kind::Array => {
+                        for it in v.children() {
                             q.push(format!("{}={}", k, query_escape(&scalar_text(it))));
                         }
                     }
-                    Json::Null | Json::Object(_) => {}
-                    other => q.push(format!("{}={}", k, query_escape(&scalar_text(other)))),
+                    Kind::Null | Kind::Object => {}
+                    _ => q.push(format!("{}={}", k, query_escape(&scalar_text(v)))),
                 }
             }
             if !q.is_empty() {
@@ -604,57 +601,64 @@ fn admission_to_audit(v: Json) -> Result<Vec<(&'static str, Json)>, String> {
             }
         }
     }
+    let mut adm = Map::new();
+    adm.insert("apiVersion".into(), Json::from(api_version));
+    adm.insert("uid".into(), Json::from(uid.as_str()));
+    adm.insert("operation".into(), Json::from(operation));
+    if let Some(d) = dry_run {
+        adm.insert("dryRun".into(), d.to_value());
+    }
+    let verb = operation.to_ascii_lowercase();
+    let (request_object, old_object) =
+        (object.or(options).map(Ref::node), old_object.map(Ref::node));
 
     // The top-level values in the order an audit event has them (what `Event::json`
     // shows); looked up by key comparison, so no map is built or hashed here.
-    let mut out: Vec<(&'static str, Json)> = Vec::with_capacity(12);
-    out.push(("kind", Json::from("Event")));
-    out.push(("apiVersion", Json::from("audit.k8s.io/v1")));
-    out.push(("level", Json::from("RequestResponse")));
-    out.push(("auditID", Json::from(uid.as_str())));
-    out.push(("stage", Json::from("Admission")));
-    out.push(("requestURI", Json::from(uri)));
-    out.push(("verb", Json::from(operation.to_ascii_lowercase())));
+    let mut out: Vec<(&'static str, u32)> = Vec::with_capacity(12);
+    out.push(("kind", doc.push_string("Event")));
+    out.push(("apiVersion", doc.push_string("audit.k8s.io/v1")));
+    out.push(("level", doc.push_string("RequestResponse")));
+    out.push(("auditID", doc.push_string(&uid)));
+    out.push(("stage", doc.push_string("Admission")));
+    out.push(("requestURI", doc.push_string(&uri)));
+    out.push(("verb", doc.push_string(&verb)));
+    let user = match user {
+        Some(at) => at,
+        None => doc.push_value(&Json::Object(Map::new())),
+    };
     out.push(("user", user));
-    out.push(("objectRef", Json::Object(object_ref)));
+    out.push(("objectRef", doc.push_value(&Json::Object(object_ref))));
+    if let Some(at) = request_object {
+        out.push(("requestObject", at));
+    }
+    if let Some(at) = old_object {
+        out.push(("oldObject", at));
+    }
     // Tether's own keys, outside audit.k8s.io's schema, for the webhook's answer.
-    let mut adm = Map::new();
-    adm.insert("apiVersion".into(), Json::from(api_version));
-    adm.insert("uid".into(), Json::from(uid));
-    adm.insert("operation".into(), Json::from(operation));
-    if let Some(d) = dry_run {
-        adm.insert("dryRun".into(), d);
-    }
-    if let Some(o) = object.or(options) {
-        out.push(("requestObject", o));
-    }
-    if let Some(o) = old_object {
-        out.push(("oldObject", o));
-    }
-    out.push(("tetherAdmission", Json::Object(adm)));
-    Ok(out)
+    out.push(("tetherAdmission", doc.push_value(&Json::Object(adm))));
+    Ok(Body::entries(doc, out))
 }
 
 /// The members of an AdmissionReview's `request` that its event reads.
 #[derive(Default)]
-struct RequestParts {
-    uid: Option<Json>,
-    operation: Option<Json>,
-    resource: Option<Json>,
-    sub_resource: Option<Json>,
-    namespace: Option<Json>,
-    name: Option<Json>,
-    dry_run: Option<Json>,
-    user: Option<Json>,
-    object: Option<Json>,
-    options: Option<Json>,
-    old_object: Option<Json>,
+struct RequestParts<'a> {
+    uid: Option<Ref<'a>>,
+    operation: Option<Ref<'a>>,
+    resource: Option<Ref<'a>>,
+    sub_resource: Option<Ref<'a>>,
+    namespace: Option<Ref<'a>>,
+    name: Option<Ref<'a>>,
+    dry_run: Option<Ref<'a>>,
+    user: Option<Ref<'a>>,
+    object: Option<Ref<'a>>,
+    options: Option<Ref<'a>>,
+    old_object: Option<Ref<'a>>,
 }
 
-fn scalar_text(v: &Json) -> String {
-    match v {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
+fn scalar_text(v: Ref<'_>) -> String {
+    match v.as_str() {
+        Some(s) => s.to_owned(),
+        None => v.to_string(),
     }
 }
 

@@ -155,7 +155,7 @@ fn classify(name: &str, line: usize, raw: &str, out: &mut Vec<Result<Event, Inpu
                 Ok(b) => b,
                 Err(e) => return out.push(Err(err(e))),
             };
-            if body.get("kind").and_then(Json::as_str) == Some("EventList") {
+            if body.get("kind").and_then(crate::doc::Ref::as_str) == Some("EventList") {
                 match serde_json::from_str::<RawList<'_>>(raw) {
                     Ok(RawList { items: Some(items) }) => {
                         for (i, item) in items.into_iter().enumerate() {
@@ -168,7 +168,8 @@ fn classify(name: &str, line: usize, raw: &str, out: &mut Vec<Result<Event, Inpu
                     Ok(RawList { items: None }) => {}
                     Err(_) => out.push(Err(err(format!(
                         "EventList \"items\" must be an array, found {}",
-                        body.get("items").map_or("nothing", json_kind)
+                        body.get("items")
+                            .map_or("nothing", |v| v.kind().described())
                     )))),
                 }
                 return;
@@ -193,7 +194,7 @@ fn one(raw: &str) -> Result<Event, String> {
 }
 
 fn one_body(body: Body) -> Result<Event, String> {
-    match body.get("kind").and_then(Json::as_str) {
+    match body.get("kind").and_then(crate::doc::Ref::as_str) {
         Some("AdmissionReview") => {
             Event::from_admission_review(body.into_full()).map_err(|e| e.what)
         }

@@ -39,6 +39,7 @@ pub mod alert;
 mod body;
 pub mod condition;
 pub mod decision;
+pub mod doc;
 pub mod event;
 pub mod fields;
 pub mod input;
@@ -50,6 +51,7 @@ pub mod value;
 pub use alert::{Alert, AlertAction, Correlation};
 pub use body::object_get;
 pub use decision::{decide, DecisionOptions, RuleOutcome, Verdict};
+pub use doc::{Doc, Ref, View};
 pub use event::{
     ContainerInfo, Event, FdInfo, K8sInfo, ProcInfo, SessionFields, SyscallEvent, UserInfo,
 };

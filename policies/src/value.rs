@@ -96,6 +96,21 @@ pub(crate) fn from_json(v: &serde_json::Value) -> Value<'_> {
     }
 }
 
+/// Converts a JSON value found in an event's document to a field value, as [`from_json`].
+pub(crate) fn from_ref(v: crate::doc::Ref<'_>) -> Value<'_> {
+    use crate::doc::View;
+    match v.view() {
+        View::Null => Value::Missing,
+        View::String(s) => Value::Str(Cow::Borrowed(s)),
+        View::Bool(b) => Value::Str(Cow::Borrowed(if b { "true" } else { "false" })),
+        View::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Str(Cow::Owned(n.to_string())),
+        },
+        View::Array(_) | View::Object(_) => Value::Str(Cow::Owned(v.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +136,19 @@ mod tests {
             from_json(&serde_json::json!({"a":1})),
             Value::Str("{\"a\":1}".into())
         );
+        for v in [
+            serde_json::json!(true),
+            serde_json::json!(false),
+            serde_json::json!(201),
+            serde_json::json!(-3),
+            serde_json::json!(18446744073709551615u64),
+            serde_json::json!(2.5),
+            serde_json::json!(null),
+            serde_json::json!("s"),
+            serde_json::json!({"a": [1, {"b": null}]}),
+        ] {
+            let d = crate::doc::Doc::from_value(&v);
+            assert_eq!(from_ref(d.root()), from_json(&v), "{v}");
+        }
     }
 }

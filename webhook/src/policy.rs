@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use policies::decision::{scope_check, NAMESPACE_LABELS_UNKNOWN};
+use policies::doc::{Doc, Ref};
 use policies::{Evaluation, Event, Mode, OutputMatch, RuleSet};
 use serde_json::{Map, Value};
 
@@ -31,7 +32,7 @@ impl PolicyRules {
 impl Rules for PolicyRules {
     fn evaluate(
         &self,
-        review: Value,
+        review: Doc,
         request: &ReviewRequest,
         pod_labels: Option<&Map<String, Value>>,
     ) -> Result<Vec<RuleHit>, EvalError> {
@@ -44,7 +45,7 @@ impl Rules for PolicyRules {
 
     fn evaluate_in(
         &self,
-        review: Value,
+        review: Doc,
         _request: &ReviewRequest,
         context: &ReviewContext<'_>,
     ) -> Result<Vec<RuleHit>, EvalError> {
@@ -55,7 +56,7 @@ impl Rules for PolicyRules {
 
     fn evaluate_started(
         self: Arc<Self>,
-        review: Value,
+        review: Doc,
         _request: &ReviewRequest,
         context: &ReviewContext<'_>,
         deadline: Instant,
@@ -83,22 +84,36 @@ impl Rules for PolicyRules {
 }
 
 /// The review as a `k8s_admission` event.
-fn event_of(mut review: Value, context: &ReviewContext<'_>) -> Result<Event, EvalError> {
-    if let Some(labels) = context.pod_labels {
-        // A CONNECT review carries PodExecOptions, not the pod: present the target
-        // pod's labels as the object's labels, so that rules and scope selectors read
-        // them as they would on the pod.
-        if let Some(Value::Object(object)) = review.pointer_mut("/request/object") {
-            let metadata = object
-                .entry("metadata")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(m) = metadata {
-                m.insert("labels".to_string(), Value::Object(labels.clone()));
-            }
+fn event_of(review: Doc, context: &ReviewContext<'_>) -> Result<Event, EvalError> {
+    let review = match context.pod_labels {
+        Some(labels) => with_pod_labels(review, labels),
+        None => review,
+    };
+    Event::from_admission_doc(review)
+        .map_err(|e| EvalError(format!("review not usable as an event: {e}")))
+}
+
+/// A CONNECT review carries PodExecOptions, not the pod: the target pod's labels are
+/// presented as the object's labels, so that rules and scope selectors read them as they
+/// would on the pod. (The review is small; it is rebuilt with them.)
+fn with_pod_labels(review: Doc, labels: &Map<String, Value>) -> Doc {
+    if !review
+        .root()
+        .pointer("/request/object")
+        .is_some_and(Ref::is_object)
+    {
+        return review;
+    }
+    let mut v = review.root().to_value();
+    if let Some(Value::Object(object)) = v.pointer_mut("/request/object") {
+        let metadata = object
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = metadata {
+            m.insert("labels".to_string(), Value::Object(labels.clone()));
         }
     }
-    Event::from_admission_review(review)
-        .map_err(|e| EvalError(format!("review not usable as an event: {e}")))
+    Doc::from_value(&v)
 }
 
 /// The hits of the matching rules, with their scopes checked.

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use policies::doc::Doc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +87,7 @@ pub trait Rules: Send + Sync + 'static {
     /// targets, when known.
     fn evaluate(
         &self,
-        review: Value,
+        review: Doc,
         request: &ReviewRequest,
         pod_labels: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<RuleHit>, EvalError>;
@@ -95,7 +96,7 @@ pub trait Rules: Send + Sync + 'static {
     /// server calls). Rules that do not use the namespace's labels need not implement it.
     fn evaluate_in(
         &self,
-        review: Value,
+        review: Doc,
         request: &ReviewRequest,
         context: &ReviewContext<'_>,
     ) -> Result<Vec<RuleHit>, EvalError> {
@@ -108,7 +109,7 @@ pub trait Rules: Send + Sync + 'static {
     /// [`Rules::evaluate_in`]. By default nothing runs here: the whole evaluation is left.
     fn evaluate_started(
         self: Arc<Self>,
-        review: Value,
+        review: Doc,
         request: &ReviewRequest,
         context: &ReviewContext<'_>,
         deadline: Instant,
@@ -328,7 +329,7 @@ pub struct NoRules;
 impl Rules for NoRules {
     fn evaluate(
         &self,
-        _review: Value,
+        _review: Doc,
         _request: &ReviewRequest,
         _pod_labels: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<RuleHit>, EvalError> {

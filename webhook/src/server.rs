@@ -218,7 +218,7 @@ const INLINE_SLICE: Duration = Duration::from_micros(500);
 async fn evaluate(
     state: &Arc<WebhookState>,
     rules: Option<Arc<dyn Rules>>,
-    body: serde_json::Value,
+    body: policies::Doc,
     body_len: usize,
     req: &ReviewRequest,
     in_flight: Option<InFlight>,
@@ -560,15 +560,11 @@ async fn validate(
 
 /// Records the answer to an invalid review (decision log and sink) with whatever the
 /// review says about itself.
-fn record_invalid(
-    state: &WebhookState,
-    body: &serde_json::Value,
-    uid: &str,
-    resp: &AdmissionResponse,
-) {
+fn record_invalid(state: &WebhookState, body: &policies::Doc, uid: &str, resp: &AdmissionResponse) {
     let text = |ptr: &str| {
-        body.pointer(ptr)
-            .and_then(serde_json::Value::as_str)
+        body.root()
+            .pointer(ptr)
+            .and_then(policies::Ref::as_str)
             .map(str::to_string)
     };
     let decision = engine::AdmissionDecision {

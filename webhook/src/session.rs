@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use engine::{ExecSession, SessionKind};
+use policies::doc::{Doc, Ref};
 use serde_json::{Map, Value};
 
 use crate::review::{Operation, ReviewRequest};
@@ -22,29 +23,23 @@ pub fn session_kind(req: &ReviewRequest) -> Option<SessionKind> {
 }
 
 /// The session a CONNECT review opens (id = request uid), or `None` for other reviews.
-pub fn exec_session(req: &ReviewRequest, review: &Value, now_ns: i64) -> Option<ExecSession> {
+pub fn exec_session(req: &ReviewRequest, review: &Doc, now_ns: i64) -> Option<ExecSession> {
     let kind = session_kind(req)?;
-    let object = review.pointer("/request/object");
+    let object = review.root().pointer("/request/object");
     let str_at = |key: &str| {
         object
             .and_then(|o| o.get(key))
-            .and_then(Value::as_str)
+            .and_then(Ref::as_str)
             .map(str::to_string)
     };
     let command = object
         .and_then(|o| o.get("command"))
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .and_then(Ref::as_array)
+        .map(|items| items.filter_map(Ref::as_str).map(str::to_string).collect())
         .unwrap_or_default();
     let tty = object
         .and_then(|o| o.get("tty"))
-        .and_then(Value::as_bool)
+        .and_then(Ref::as_bool)
         .unwrap_or(false);
     Some(ExecSession {
         id: req.uid.clone(),
@@ -87,7 +82,7 @@ impl PodLabelCache {
     }
 
     /// Learns from a pod CREATE/UPDATE/DELETE review.
-    pub fn observe(&self, req: &ReviewRequest, review: &Value) {
+    pub fn observe(&self, req: &ReviewRequest, review: &Doc) {
         if req.resource != "pods" || !req.group.is_empty() || req.subresource.is_some() {
             return;
         }
@@ -99,8 +94,9 @@ impl PodLabelCache {
         };
         let name = req.name.clone().or_else(|| {
             review
+                .root()
                 .pointer("/request/object/metadata/name")
-                .and_then(Value::as_str)
+                .and_then(Ref::as_str)
                 .map(str::to_string)
         });
         let Some(name) = name else { return };
@@ -112,11 +108,14 @@ impl PodLabelCache {
                 pods.remove(&(ns, name));
             }
             Operation::Create | Operation::Update => {
-                let labels = review
+                let labels = match review
+                    .root()
                     .pointer("/request/object/metadata/labels")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
+                    .map(Ref::to_value)
+                {
+                    Some(Value::Object(m)) => m,
+                    _ => Map::new(),
+                };
                 self.insert_locked(&mut pods, ns, name, labels);
             }
             Operation::Connect => {}
@@ -247,7 +246,7 @@ mod tests {
         cache.insert(
             "prod".into(),
             "db-0".into(),
-            r.body["request"]["object"]["metadata"]["labels"]
+            r.body.root().to_value()["request"]["object"]["metadata"]["labels"]
                 .as_object()
                 .unwrap()
                 .clone(),

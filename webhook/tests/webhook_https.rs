@@ -1068,7 +1068,7 @@ struct FileRules(usize);
 impl Rules for FileRules {
     fn evaluate(
         &self,
-        _r: Value,
+        _r: policies::Doc,
         _q: &webhook::review::ReviewRequest,
         _l: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<webhook::rules::RuleHit>, EvalError> {

@@ -13,7 +13,8 @@ use jsonpath_rust::parser::model::{
 };
 use serde_json::Value as Json;
 
-use crate::body::{member, Body};
+use crate::body::Body;
+use crate::doc::{Kind, Ref};
 
 /// The query calls a function: left to `jsonpath_rust`.
 struct Unsupported;
@@ -24,7 +25,7 @@ type R<T> = Result<T, Unsupported>;
 /// treats apart (a filter applied to it yields a boolean, not nodes).
 #[derive(Clone, Copy)]
 struct Node<'a> {
-    v: &'a Json,
+    v: Ref<'a>,
     item: bool,
 }
 
@@ -87,15 +88,15 @@ impl<'a> Data<'a> {
 struct Root<'a>(&'a Body);
 
 impl<'a> Root<'a> {
-    fn full(self) -> &'a Json {
-        self.0.full()
+    fn full(self) -> Ref<'a> {
+        self.0.whole()
     }
 }
 
 /// The values `q` selects in the body, in `jsonpath_rust`'s order; `Some(Err(()))` where
 /// `jsonpath_rust` answers an error (the query yields a value, not nodes), `None` when the
 /// query calls a function.
-pub(crate) fn select<'a>(q: &'a JpQuery, body: &'a Body) -> Option<Result<Vec<&'a Json>, ()>> {
+pub(crate) fn select<'a>(q: &'a JpQuery, body: &'a Body) -> Option<Result<Vec<Ref<'a>>, ()>> {
     let root = Root(body);
     // `$.name...`: the first step reads one top-level value.
     let (start, rest) = match q.segments.split_first() {
@@ -132,7 +133,7 @@ pub(crate) fn exists(q: &JpQuery, body: &Body) -> Option<bool> {
 
 /// Whether `segs`, applied to `v` (never the item a filter tests), select a value that is
 /// not `null`.
-fn any<'a>(segs: &'a [Segment], v: &'a Json, root: Root<'a>) -> R<bool> {
+fn any<'a>(segs: &'a [Segment], v: Ref<'a>, root: Root<'a>) -> R<bool> {
     let Some((s, rest)) = segs.split_first() else {
         return Ok(!v.is_null());
     };
@@ -150,12 +151,7 @@ fn any<'a>(segs: &'a [Segment], v: &'a Json, root: Root<'a>) -> R<bool> {
     }
 }
 
-fn any_selected<'a>(
-    sel: &'a Selector,
-    rest: &'a [Segment],
-    v: &'a Json,
-    root: Root<'a>,
-) -> R<bool> {
+fn any_selected<'a>(sel: &'a Selector, rest: &'a [Segment], v: Ref<'a>, root: Root<'a>) -> R<bool> {
     let each = |d: Data<'a>| -> R<bool> {
         match d {
             Data::Ref(n) => any(rest, n.v, root),
@@ -175,18 +171,14 @@ fn any_selected<'a>(
         Selector::Index(i) => each(index(child(v), *i)),
         Selector::Wildcard => each(wildcard(child(v))),
         Selector::Slice(..) => Err(Unsupported),
-        Selector::Filter(f) => match v {
-            Json::Array(a) => any_kept(f, a.iter(), rest, root),
-            Json::Object(o) => any_kept(f, o.values(), rest, root),
-            _ => Ok(false),
-        },
+        Selector::Filter(f) => any_kept(f, v.children(), rest, root),
     }
 }
 
 /// Whether some item the filter keeps leads, through `rest`, to a value that is not `null`.
 fn any_kept<'a>(
     f: &'a Filter,
-    items: impl Iterator<Item = &'a Json>,
+    items: impl Iterator<Item = Ref<'a>>,
     rest: &'a [Segment],
     root: Root<'a>,
 ) -> R<bool> {
@@ -314,23 +306,22 @@ fn segment<'a>(s: &'a Segment, d: Data<'a>, root: Root<'a>) -> R<Data<'a>> {
 }
 
 fn descendants(n: Node<'_>) -> Data<'_> {
-    let children: Vec<Node<'_>> = match n.v {
-        Json::Array(a) => a.iter().map(|v| Node { v, item: false }).collect(),
-        Json::Object(o) => o.values().map(|v| Node { v, item: false }).collect(),
-        _ => return Data::Nothing,
-    };
+    if !matches!(n.v.kind(), Kind::Array | Kind::Object) {
+        return Data::Nothing;
+    }
+    let children: Vec<Node<'_>> = n.v.children().map(child).collect();
     let below = Data::Refs(children)
         .flat_map(|c| Ok(descendants(c)))
         .unwrap_or(Data::Nothing);
     Data::Ref(n).reduce(below)
 }
 
-fn child(v: &Json) -> Node<'_> {
+fn child(v: Ref<'_>) -> Node<'_> {
     Node { v, item: false }
 }
 
 fn key<'a>(n: Node<'a>, k: &str) -> Data<'a> {
-    match member(n.v, k) {
+    match n.v.get(k) {
         Some(v) => Data::Ref(child(v)),
         None => Data::Nothing,
     }
@@ -351,15 +342,14 @@ fn index(n: Node<'_>, idx: i64) -> Data<'_> {
             _ => return Data::Nothing,
         }
     };
-    a.get(i).map_or(Data::Nothing, |v| Data::Ref(child(v)))
+    n.v.index(i).map_or(Data::Nothing, |v| Data::Ref(child(v)))
 }
 
 fn wildcard(n: Node<'_>) -> Data<'_> {
-    match n.v {
-        Json::Array(a) if !a.is_empty() => Data::Refs(a.iter().map(child).collect()),
-        Json::Object(o) if !o.is_empty() => Data::Refs(o.values().map(child).collect()),
-        _ => Data::Nothing,
+    if n.v.is_empty() {
+        return Data::Nothing;
     }
+    Data::Refs(n.v.children().map(child).collect())
 }
 
 fn slice(n: Node<'_>, start: Option<i64>, end: Option<i64>, step: Option<i64>) -> Data<'_> {
@@ -369,7 +359,7 @@ fn slice(n: Node<'_>, start: Option<i64>, end: Option<i64>, step: Option<i64>) -
     let len = i64::try_from(a.len()).unwrap_or(i64::MAX);
     let norm = |i: i64| if i >= 0 { i } else { len.saturating_add(i) };
     let mut out = Vec::new();
-    let at = |i: i64| usize::try_from(i).ok().and_then(|i| a.get(i));
+    let at = |i: i64| usize::try_from(i).ok().and_then(|i| n.v.index(i));
     match step.unwrap_or(1) {
         e if e > 0 => {
             let lower = norm(start.unwrap_or(0)).max(0).min(len);
@@ -411,33 +401,22 @@ fn selector<'a>(s: &'a Selector, d: Data<'a>, root: Root<'a>) -> R<Data<'a>> {
                 filter_item(f, n.v, root)?;
                 return Ok(Data::Value);
             }
-            match n.v {
-                Json::Array(a) => {
-                    let mut out = Vec::new();
-                    for v in a {
-                        if filter_item(f, v, root)? {
-                            out.push(child(v));
-                        }
-                    }
-                    Ok(Data::Refs(out))
-                }
-                Json::Object(o) => {
-                    let mut out = Vec::new();
-                    for v in o.values() {
-                        if filter_item(f, v, root)? {
-                            out.push(child(v));
-                        }
-                    }
-                    Ok(Data::Refs(out))
-                }
-                _ => Ok(Data::Nothing),
+            if !matches!(n.v.kind(), Kind::Array | Kind::Object) {
+                return Ok(Data::Nothing);
             }
+            let mut out = Vec::new();
+            for v in n.v.children() {
+                if filter_item(f, v, root)? {
+                    out.push(child(v));
+                }
+            }
+            Ok(Data::Refs(out))
         }),
     }
 }
 
 /// Whether the filter holds for `item` (`@`).
-fn filter_item<'a>(f: &'a Filter, item: &'a Json, root: Root<'a>) -> R<bool> {
+fn filter_item<'a>(f: &'a Filter, item: Ref<'a>, root: Root<'a>) -> R<bool> {
     match f {
         Filter::Or(fs) => {
             for x in fs {
@@ -459,14 +438,14 @@ fn filter_item<'a>(f: &'a Filter, item: &'a Json, root: Root<'a>) -> R<bool> {
     }
 }
 
-fn at_item(item: &Json) -> Data<'_> {
+fn at_item(item: Ref<'_>) -> Data<'_> {
     Data::Ref(Node {
         v: item,
         item: true,
     })
 }
 
-fn atom<'a>(a: &'a FilterAtom, item: &'a Json, root: Root<'a>) -> R<bool> {
+fn atom<'a>(a: &'a FilterAtom, item: Ref<'a>, root: Root<'a>) -> R<bool> {
     match a {
         FilterAtom::Filter { expr, not } => Ok(filter_item(expr, item, root)? != *not),
         FilterAtom::Test { expr, not } => {
@@ -488,12 +467,12 @@ fn atom<'a>(a: &'a FilterAtom, item: &'a Json, root: Root<'a>) -> R<bool> {
 
 /// One side of a comparison.
 enum Side<'a> {
-    Node(&'a Json),
+    Node(Ref<'a>),
     Lit(&'a Literal),
     Nothing,
 }
 
-fn comparable<'a>(c: &'a Comparable, item: &'a Json, root: Root<'a>) -> R<Side<'a>> {
+fn comparable<'a>(c: &'a Comparable, item: Ref<'a>, root: Root<'a>) -> R<Side<'a>> {
     match c {
         Comparable::Literal(l) => Ok(Side::Lit(l)),
         Comparable::Function(_) => Err(Unsupported),
@@ -517,7 +496,7 @@ fn comparable<'a>(c: &'a Comparable, item: &'a Json, root: Root<'a>) -> R<Side<'
     }
 }
 
-fn comparison<'a>(c: &'a Comparison, item: &'a Json, root: Root<'a>) -> R<bool> {
+fn comparison<'a>(c: &'a Comparison, item: Ref<'a>, root: Root<'a>) -> R<bool> {
     let (l, r) = c.vals();
     let l = comparable(l, item, root)?;
     let r = comparable(r, item, root)?;
@@ -560,7 +539,7 @@ fn lit_json(l: &Literal) -> Json {
     }
 }
 
-fn lit_eq(v: &Json, l: &Literal) -> bool {
+fn lit_eq(v: Ref<'_>, l: &Literal) -> bool {
     match l {
         Literal::String(s) => v.as_str() == Some(s.as_str()),
         Literal::Bool(b) => v.as_bool() == Some(*b),
@@ -592,7 +571,7 @@ fn eq(l: &Side<'_>, r: &Side<'_>) -> bool {
         (Side::Nothing, Side::Nothing) => true,
         (Side::Nothing, _) | (_, Side::Nothing) => false,
         (Side::Node(a), Side::Node(b)) => a == b,
-        (Side::Node(v), Side::Lit(l)) | (Side::Lit(l), Side::Node(v)) => lit_eq(v, l),
+        (Side::Node(v), Side::Lit(l)) | (Side::Lit(l), Side::Node(v)) => lit_eq(*v, l),
         (Side::Lit(a), Side::Lit(b)) => lit_json(a) == lit_json(b),
     }
 }

@@ -7,9 +7,10 @@ use jsonpath_rust::parser::model::JpQuery;
 use serde_json::Value as Json;
 
 use super::{def, ArgKind, Extract, FieldArg, FieldDef, FieldType as T, KA};
-use crate::body::{member, Body, Get};
+use crate::body::{Body, Get};
+use crate::doc::{Kind, Ref};
 use crate::event::Event;
-use crate::value::{from_json, Value};
+use crate::value::{from_json, from_ref, Value};
 
 /// Defines an extraction function over the event's JSON body.
 macro_rules! kx {
@@ -36,26 +37,29 @@ macro_rules! kx {
 }
 
 /// Walks object keys.
-fn at<'e, G: Get + ?Sized>(j: &'e G, path: &[&str]) -> Option<&'e Json> {
+fn at<'e>(j: impl Get<'e>, path: &[&str]) -> Option<Ref<'e>> {
     let (first, rest) = path.split_first()?;
     let mut cur = j.get_key(first)?;
     for k in rest {
-        cur = member(cur, k)?;
+        cur = cur.get(k)?;
     }
     Some(cur)
 }
 
 /// A scalar at a path, as a value (missing when absent or null).
-fn sv<'e, G: Get + ?Sized>(j: &'e G, path: &[&str]) -> Value<'e> {
-    at(j, path).map_or(Value::Missing, from_json)
+fn sv<'e>(j: impl Get<'e>, path: &[&str]) -> Value<'e> {
+    at(j, path).map_or(Value::Missing, from_ref)
 }
 
 /// The JSON text of whatever is at a path.
 fn jtext<'e>(j: &'e Body, path: &[&str]) -> Value<'e> {
     match at(j, path) {
-        None | Some(Json::Null) => Value::Missing,
-        Some(Json::String(s)) => Value::Str(Cow::Borrowed(s)),
-        Some(other) => Value::Str(Cow::Owned(other.to_string())),
+        None => Value::Missing,
+        Some(v) if v.is_null() => Value::Missing,
+        Some(v) => match v.as_str() {
+            Some(s) => Value::Str(Cow::Borrowed(s)),
+            None => Value::Str(Cow::Owned(v.to_string())),
+        },
     }
 }
 
@@ -69,25 +73,27 @@ fn list_of<'e>(items: impl Iterator<Item = Value<'e>>) -> Value<'e> {
 }
 
 /// Walks a JSON pointer (already split and unescaped); arrays take numeric segments.
-pub(crate) fn pointer<'e>(j: &'e Body, segs: &[String]) -> Option<&'e Json> {
+/// `None` for the empty pointer, which names the whole document.
+pub(crate) fn pointer<'e>(j: &'e Body, segs: &[String]) -> Option<Option<Ref<'e>>> {
     let Some((first, rest)) = segs.split_first() else {
-        return Some(j.full());
+        return Some(None);
     };
     let mut cur = j.get(first)?;
     for s in rest {
-        cur = match cur {
-            Json::Object(_) => member(cur, s)?,
-            Json::Array(a) => a.get(s.parse::<usize>().ok()?)?,
+        cur = match cur.kind() {
+            Kind::Object => cur.get(s)?,
+            Kind::Array => cur.index(s.parse::<usize>().ok()?)?,
             _ => return None,
         };
     }
-    Some(cur)
+    Some(Some(cur))
 }
 
-fn containers<'e>(j: &'e Body, which: &str) -> &'e [Json] {
+fn containers<'e>(j: &'e Body, which: &str) -> impl Iterator<Item = Ref<'e>> + Clone {
     at(j, &["requestObject", "spec", which])
-        .and_then(Json::as_array)
-        .map_or(&[], Vec::as_slice)
+        .and_then(Ref::as_array)
+        .into_iter()
+        .flatten()
 }
 
 /// Per-container values, or the one at `[index]` when an index is given.
@@ -95,16 +101,16 @@ fn per_container<'e>(
     j: &'e Body,
     which: &str,
     a: &FieldArg,
-    f: impl Fn(&'e Json) -> Value<'e>,
+    f: impl Fn(Ref<'e>) -> Value<'e>,
 ) -> Value<'e> {
-    let cs = containers(j, which);
+    let mut cs = containers(j, which);
     match a {
-        FieldArg::Index(i) => cs.get(*i).map_or(Value::Missing, f),
+        FieldArg::Index(i) => cs.nth(*i).map_or(Value::Missing, f),
         _ => {
             if at(j, &["requestObject", "spec"]).is_none() {
                 return Value::Missing;
             }
-            list_of(cs.iter().map(f))
+            list_of(cs.map(f))
         }
     }
 }
@@ -113,12 +119,12 @@ fn per_container<'e>(
 /// pod's, else 0 (root), as the kubelet resolves `runAsUser` / `runAsGroup`.
 fn effective_security_context_int<'e>(j: &'e Body, a: &FieldArg, key: &str) -> Value<'e> {
     let pod = at(j, &["requestObject", "spec", "securityContext", key])
-        .and_then(Json::as_i64)
+        .and_then(Ref::as_i64)
         .unwrap_or(0);
     per_container(j, "containers", a, move |c| {
         Value::Int(
             at(c, &["securityContext", key])
-                .and_then(Json::as_i64)
+                .and_then(Ref::as_i64)
                 .unwrap_or(pod),
         )
     })
@@ -133,9 +139,9 @@ fn image_repository(image: &str) -> &str {
     }
 }
 
-fn sec_bool<'e>(c: &'e Json, key: &str) -> Value<'e> {
+fn sec_bool<'e>(c: Ref<'e>, key: &str) -> Value<'e> {
     Value::Str(Cow::Borrowed(
-        match at(c, &["securityContext", key]).and_then(Json::as_bool) {
+        match at(c, &["securityContext", key]).and_then(Ref::as_bool) {
             Some(true) => "true",
             _ => "false",
         },
@@ -146,7 +152,7 @@ fn spec_bool<'e>(j: &'e Body, key: &str) -> Value<'e> {
     match at(j, &["requestObject", "spec"]) {
         None => Value::Missing,
         Some(spec) => Value::Str(Cow::Borrowed(
-            if spec.get(key).and_then(Json::as_bool) == Some(true) {
+            if spec.get(key).and_then(Ref::as_bool) == Some(true) {
                 "true"
             } else {
                 "false"
@@ -156,7 +162,7 @@ fn spec_bool<'e>(j: &'e Body, key: &str) -> Value<'e> {
 }
 
 fn uri_params<'e>(j: &'e Body, key: &str) -> Value<'e> {
-    let Some(uri) = j.get("requestURI").and_then(Json::as_str) else {
+    let Some(uri) = j.get("requestURI").and_then(Ref::as_str) else {
         return Value::Missing;
     };
     let Some((_, query)) = uri.split_once('?') else {
@@ -211,15 +217,14 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 fn role_rules<'e>(j: &'e Body, key: &str) -> Value<'e> {
-    let Some(rules) = at(j, &["requestObject", "rules"]).and_then(Json::as_array) else {
+    let Some(rules) = at(j, &["requestObject", "rules"]).and_then(Ref::as_array) else {
         return Value::Missing;
     };
     list_of(
         rules
-            .iter()
-            .filter_map(|r| r.get(key).and_then(Json::as_array))
+            .filter_map(|r| r.get(key).and_then(Ref::as_array))
             .flatten()
-            .map(from_json),
+            .map(from_ref),
     )
 }
 
@@ -324,10 +329,10 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the groups of the user performing the request",
         kx!(|j, a| list_of(
             at(j, &["user", "groups"])
-                .and_then(Json::as_array)
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
-                .map(from_json)
+                .and_then(Ref::as_array)
+                .into_iter()
+                .flatten()
+                .map(from_ref)
         )),
     ));
     d.push(def(
@@ -401,7 +406,7 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         false,
         "the target pod name (when the target is a pod or one of its subresources)",
         kx!(
-            |j, a| if at(j, &["objectRef", "resource"]).and_then(Json::as_str) == Some("pods") {
+            |j, a| if at(j, &["objectRef", "resource"]).and_then(Ref::as_str) == Some("pods") {
                 sv(j, &["objectRef", "name"])
             } else {
                 Value::Missing
@@ -418,9 +423,9 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the subjects of a (cluster) role binding, as JSON",
         kx!(|j, a| list_of(
             at(j, &["requestObject", "subjects"])
-                .and_then(Json::as_array)
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
+                .and_then(Ref::as_array)
+                .into_iter()
+                .flatten()
                 .map(|x| Value::Str(Cow::Owned(x.to_string())))
         )),
     ));
@@ -434,12 +439,12 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "true when a binding subject has the given name (ka.req.binding.subject.has_name[NAME])",
         kx!(|j, a| match (
             a,
-            at(j, &["requestObject", "subjects"]).and_then(Json::as_array)
+            at(j, &["requestObject", "subjects"]).and_then(Ref::as_array)
         ) {
             (FieldArg::Key(k), Some(subs)) => Value::Str(Cow::Borrowed(
                 if subs
-                    .iter()
-                    .any(|x| x.get("name").and_then(Json::as_str) == Some(k.as_str()))
+                    .clone()
+                    .any(|x| x.get("name").and_then(Ref::as_str) == Some(k.as_str()))
                 {
                     "true"
                 } else {
@@ -503,7 +508,7 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
                 _ => 0,
             };
             containers(j, "containers")
-                .get(i)
+                .nth(i)
                 .map_or(Value::Missing, |c| sv(c, &["image"]))
         }),
     ));
@@ -517,7 +522,7 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the image repositories (without tag or digest) of the pod's containers",
         kx!(|j, a| per_container(j, "containers", a, |c| c
             .get("image")
-            .and_then(Json::as_str)
+            .and_then(Ref::as_str)
             .map_or(Value::Missing, |i| Value::Str(Cow::Borrowed(
                 image_repository(i)
             ))))),
@@ -536,9 +541,9 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
                 _ => 0,
             };
             containers(j, "containers")
-                .get(i)
+                .nth(i)
                 .and_then(|c| c.get("image"))
-                .and_then(Json::as_str)
+                .and_then(Ref::as_str)
                 .map_or(Value::Missing, |i| {
                     Value::Str(Cow::Borrowed(image_repository(i)))
                 })
@@ -615,11 +620,10 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         kx!(|j, a| {
             let cs = containers(j, "containers");
             list_of(
-                cs.iter()
-                    .filter_map(|c| c.get("ports").and_then(Json::as_array))
+                cs.filter_map(|c| c.get("ports").and_then(Ref::as_array))
                     .flatten()
                     .filter_map(|p| p.get("hostPort"))
-                    .map(from_json),
+                    .map(from_ref),
             )
         }),
     ));
@@ -784,12 +788,11 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the capabilities added by the pod's containers",
         kx!(|j, a| list_of(
             containers(j, "containers")
-                .iter()
                 .filter_map(
-                    |c| at(c, &["securityContext", "capabilities", "add"]).and_then(Json::as_array)
+                    |c| at(c, &["securityContext", "capabilities", "add"]).and_then(Ref::as_array)
                 )
                 .flatten()
-                .map(from_json)
+                .map(from_ref)
         )),
     ));
     d.push(def(
@@ -820,10 +823,10 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
                     "supplementalGroups"
                 ]
             )
-            .and_then(Json::as_array)
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .map(from_json)
+            .and_then(Ref::as_array)
+            .into_iter()
+            .flatten()
+            .map(from_ref)
         )),
     ));
     d.push(def(
@@ -836,9 +839,9 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the rules of a (cluster) role, as JSON",
         kx!(|j, a| list_of(
             at(j, &["requestObject", "rules"])
-                .and_then(Json::as_array)
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
+                .and_then(Ref::as_array)
+                .into_iter()
+                .flatten()
                 .map(|x| Value::Str(Cow::Owned(x.to_string())))
         )),
     ));
@@ -902,9 +905,9 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the ports of a service, as JSON",
         kx!(|j, a| list_of(
             at(j, &["requestObject", "spec", "ports"])
-                .and_then(Json::as_array)
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
+                .and_then(Ref::as_array)
+                .into_iter()
+                .flatten()
                 .map(|x| Value::Str(Cow::Owned(x.to_string())))
         )),
     ));
@@ -922,15 +925,15 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
             }
             list_of(
                 at(j, &["requestObject", "spec", "volumes"])
-                    .and_then(Json::as_array)
-                    .map_or(&[][..], Vec::as_slice)
-                    .iter()
+                    .and_then(Ref::as_array)
+                    .into_iter()
+                    .flatten()
                     .filter_map(|v| at(v, &["hostPath", "path"]))
-                    .map(from_json),
+                    .map(from_ref),
             )
         }),
     ));
-    d.push(def("ka.req.volume.hostpath", s, false, KA, Key, true, "deprecated: true when a hostPath volume's path matches the glob argument (ka.req.volume.hostpath[/etc*])", kx!(|j, a| { let FieldArg::Key(k) = a else { return Value::Missing; }; if at(j, &["requestObject", "spec"]).is_none() { return Value::Missing; } let hit = at(j, &["requestObject", "spec", "volumes"]).and_then(Json::as_array).is_some_and(|vs| vs.iter().filter_map(|v| at(v, &["hostPath", "path"]).and_then(Json::as_str)).any(|p| glob_match(k, p))); Value::Str(Cow::Borrowed(if hit { "true" } else { "false" })) })));
+    d.push(def("ka.req.volume.hostpath", s, false, KA, Key, true, "deprecated: true when a hostPath volume's path matches the glob argument (ka.req.volume.hostpath[/etc*])", kx!(|j, a| { let FieldArg::Key(k) = a else { return Value::Missing; }; if at(j, &["requestObject", "spec"]).is_none() { return Value::Missing; } let hit = at(j, &["requestObject", "spec", "volumes"]).and_then(Ref::as_array).is_some_and(|vs| vs.filter_map(|v| at(v, &["hostPath", "path"]).and_then(Ref::as_str)).any(|p| glob_match(k, p))); Value::Str(Cow::Borrowed(if hit { "true" } else { "false" })) })));
     d.push(def(
         "ka.req.pod.volumes.flexvolume_driver",
         s,
@@ -941,11 +944,11 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the flexVolume drivers of the pod's volumes",
         kx!(|j, a| list_of(
             at(j, &["requestObject", "spec", "volumes"])
-                .and_then(Json::as_array)
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
+                .and_then(Ref::as_array)
+                .into_iter()
+                .flatten()
                 .filter_map(|v| at(v, &["flexVolume", "driver"]))
-                .map(from_json)
+                .map(from_ref)
         )),
     ));
     d.push(def(
@@ -958,12 +961,12 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the types of the pod's volumes (hostPath, secret, ...)",
         kx!(|j, a| list_of(
             at(j, &["requestObject", "spec", "volumes"])
-                .and_then(Json::as_array)
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
+                .and_then(Ref::as_array)
+                .into_iter()
+                .flatten()
                 .filter_map(|v| v.as_object())
-                .filter_map(|m| m.keys().find(|k| k.as_str() != "name"))
-                .map(|k| Value::Str(Cow::Borrowed(k.as_str())))
+                .filter_map(|mut m| m.find(|(k, _)| *k != "name"))
+                .map(|(k, _)| Value::Str(Cow::Borrowed(k)))
         )),
     ));
     d.push(def(
@@ -1015,12 +1018,13 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         false,
         "the client IP addresses ([N] for one)",
         kx!(|j, a| {
-            let ips = at(j, &["sourceIPs"])
-                .and_then(Json::as_array)
-                .map_or(&[][..], Vec::as_slice);
+            let mut ips = at(j, &["sourceIPs"])
+                .and_then(Ref::as_array)
+                .into_iter()
+                .flatten();
             match a {
-                FieldArg::Index(i) => ips.get(*i).map_or(Value::Missing, from_json),
-                _ => list_of(ips.iter().map(from_json)),
+                FieldArg::Index(i) => ips.nth(*i).map_or(Value::Missing, from_ref),
+                _ => list_of(ips.map(from_ref)),
             }
         }),
     ));
@@ -1064,10 +1068,12 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the value at a JSON pointer in the event (objects and arrays as JSON text)",
         kx!(|j, a| match a {
             FieldArg::Pointer(p) => match pointer(j, p) {
-                None | Some(Json::Null) => Value::Missing,
-                Some(v @ (Json::Object(_) | Json::Array(_))) =>
-                    Value::Str(Cow::Owned(v.to_string())),
-                Some(v) => from_json(v),
+                None => Value::Missing,
+                Some(None) => json_text(j.full()),
+                Some(Some(v)) => match v.kind() {
+                    Kind::Object | Kind::Array => Value::Str(Cow::Owned(v.to_string())),
+                    _ => from_ref(v),
+                },
             },
             _ => Value::Missing,
         }),
@@ -1092,10 +1098,11 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
         "the values a JSONPath selects in the event (json[$.spec.containers[*].image])",
         kx!(|j, a| match a {
             FieldArg::JsonPath(q) => match json_select(q, j) {
-                Ok(found) => list_of(found.into_iter().map(|v| match v {
-                    Json::Object(_) | Json::Array(_) => Value::Str(Cow::Owned(v.to_string())),
-                    v => from_json(v),
+                Ok(Found::Refs(found)) => list_of(found.into_iter().map(|v| match v.kind() {
+                    Kind::Object | Kind::Array => Value::Str(Cow::Owned(v.to_string())),
+                    _ => from_ref(v),
                 })),
+                Ok(Found::Values(found)) => list_of(found.into_iter().map(json_text)),
                 Err(()) => Value::Missing,
             },
             _ => Value::Missing,
@@ -1105,12 +1112,36 @@ pub(super) fn register(d: &mut Vec<FieldDef>) {
 
 /// The values a JSONPath selects in the body: the direct evaluator, or `jsonpath_rust` for
 /// queries that call functions. `Err` where the query yields no nodes but a value.
-fn json_select<'e>(q: &'e JpQuery, j: &'e Body) -> Result<Vec<&'e Json>, ()> {
+fn json_select<'e>(q: &'e JpQuery, j: &'e Body) -> Result<Found<'e>, ()> {
     match super::jpath::select(q, j) {
-        Some(r) => r,
+        Some(r) => r.map(Found::Refs),
         None => jsonpath_rust::query::js_path_process(q, j.full())
-            .map(|f| f.into_iter().map(|r| r.val()).collect())
+            .map(|f| Found::Values(f.into_iter().map(|r| r.val()).collect()))
             .map_err(|_| ()),
+    }
+}
+
+/// What a JSONPath query selected: nodes of the event's documents (the direct evaluator) or
+/// of its whole document as a `serde_json::Value` (`jsonpath_rust`).
+enum Found<'e> {
+    Refs(Vec<Ref<'e>>),
+    Values(Vec<&'e Json>),
+}
+
+impl Found<'_> {
+    fn any_not_null(&self) -> bool {
+        match self {
+            Found::Refs(v) => v.iter().any(|r| !r.is_null()),
+            Found::Values(v) => v.iter().any(|j| !j.is_null()),
+        }
+    }
+}
+
+/// A value of the whole document as a field value: objects and arrays as JSON text.
+fn json_text(v: &Json) -> Value<'_> {
+    match v {
+        Json::Object(_) | Json::Array(_) => Value::Str(Cow::Owned(v.to_string())),
+        v => from_json(v),
     }
 }
 
@@ -1118,9 +1149,8 @@ fn json_select<'e>(q: &'e JpQuery, j: &'e Body) -> Result<Vec<&'e Json>, ()> {
 /// the selected objects as text: some selected value is not `null`.
 pub(crate) fn json_exists(q: &JpQuery, ev: &Event) -> bool {
     match ev.body() {
-        Some(j) => super::jpath::exists(q, j).unwrap_or_else(|| {
-            json_select(q, j).is_ok_and(|found| found.iter().any(|v| !v.is_null()))
-        }),
+        Some(j) => super::jpath::exists(q, j)
+            .unwrap_or_else(|| json_select(q, j).is_ok_and(|found| found.any_not_null())),
         None => false,
     }
 }

@@ -94,16 +94,20 @@ pub struct ScriptedRules;
 impl Rules for ScriptedRules {
     fn evaluate(
         &self,
-        review: Value,
+        review: policies::Doc,
         request: &ReviewRequest,
         pod_labels: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<RuleHit>, EvalError> {
-        let labels = review
+        let labels = match review
+            .root()
             .pointer("/request/object/metadata/labels")
-            .and_then(Value::as_object)
-            .cloned()
-            .or_else(|| pod_labels.cloned())
-            .unwrap_or_default();
+            .map(policies::Ref::to_value)
+        {
+            Some(Value::Object(m)) => Some(m),
+            _ => None,
+        }
+        .or_else(|| pod_labels.cloned())
+        .unwrap_or_default();
         let label = |k: &str| labels.get(k).and_then(Value::as_str).map(str::to_string);
         if let Some(ms) = label("test.tether.io/sleep-ms") {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
@@ -135,8 +139,9 @@ impl Rules for ScriptedRules {
             });
         }
         let cmd0 = review
+            .root()
             .pointer("/request/object/command/0")
-            .and_then(Value::as_str)
+            .and_then(policies::Ref::as_str)
             .unwrap_or("");
         if cmd0.starts_with("deny-me") {
             hits.push(RuleHit {
