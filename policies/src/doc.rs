@@ -176,6 +176,27 @@ impl Doc {
         at
     }
 
+    /// Appends an object of values already in the document (each a node [`Doc::push_value`],
+    /// [`Doc::push_string`] or [`Ref::node`] answered) and answers its node. Keys must not
+    /// repeat.
+    pub fn push_object(&mut self, members: &[(&str, u32)]) -> u32 {
+        let node = count(self.nodes.len());
+        let start = count(self.members.len());
+        for (k, val) in members {
+            let (key_at, key_len) = self.push_text(k);
+            self.members.push(Member {
+                key_at,
+                key_len,
+                val: *val,
+            });
+        }
+        self.nodes.push(Node::Obj {
+            start,
+            len: count(members.len()),
+        });
+        node
+    }
+
     /// Appends a string value and answers its node.
     pub fn push_string(&mut self, s: &str) -> u32 {
         let node = count(self.nodes.len());
@@ -1186,6 +1207,11 @@ mod tests {
         let v = json!({"x": [1, "two", {"y": null}], "z": -1.5});
         let at = d.push_value(&v);
         let s = d.push_string("tail");
+        let o = d.push_object(&[("v", at), ("s", s), ("a", 0)]);
+        assert_eq!(
+            d.at(o).to_value(),
+            json!({"v": v.clone(), "s": "tail", "a": {"a": 1}})
+        );
         assert_eq!(d.at(at).to_value(), v);
         assert_eq!(d.at(s).as_str(), Some("tail"));
         assert_eq!((d.at(at).node(), d.at(s).node()), (at, s));

@@ -537,26 +537,12 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
         }
     };
 
-    let mut object_ref = Map::new();
-    object_ref.insert("resource".into(), Json::from(res_name));
-    if let Some(ns) = namespace {
-        object_ref.insert("namespace".into(), Json::from(ns));
-    }
     let name = name.as_deref().or_else(|| {
         object
             .and_then(|o| o.get("metadata"))
             .and_then(|m| m.get("name"))
             .and_then(Ref::as_str)
     });
-    if let Some(n) = name {
-        object_ref.insert("name".into(), Json::from(n));
-    }
-    object_ref.insert("apiGroup".into(), Json::from(group));
-    object_ref.insert("apiVersion".into(), Json::from(version));
-    if let Some(sr) = subresource {
-        object_ref.insert("subresource".into(), Json::from(sr));
-    }
-
     let mut uri = if group.is_empty() {
         format!("/api/{version}")
     } else {
@@ -601,16 +587,23 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
             }
         }
     }
-    let mut adm = Map::new();
-    adm.insert("apiVersion".into(), Json::from(api_version));
-    adm.insert("uid".into(), Json::from(uid.as_str()));
-    adm.insert("operation".into(), Json::from(operation));
-    if let Some(d) = dry_run {
-        adm.insert("dryRun".into(), d.to_value());
-    }
     let verb = operation.to_ascii_lowercase();
     let (request_object, old_object) =
         (object.or(options).map(Ref::node), old_object.map(Ref::node));
+    let dry_run = dry_run.map(Ref::node);
+    // The values the audit shape adds are appended to the review's document (the strings
+    // the Refs above borrowed are copied out first).
+    let object_ref: Vec<(&'static str, String)> = [
+        ("resource", Some(res_name)),
+        ("namespace", namespace),
+        ("name", name),
+        ("apiGroup", Some(group)),
+        ("apiVersion", Some(version)),
+        ("subresource", subresource),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v.to_owned())))
+    .collect();
 
     // The top-level values in the order an audit event has them (what `Event::json`
     // shows); looked up by key comparison, so no map is built or hashed here.
@@ -627,7 +620,11 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
         None => doc.push_value(&Json::Object(Map::new())),
     };
     out.push(("user", user));
-    out.push(("objectRef", doc.push_value(&Json::Object(object_ref))));
+    let members: Vec<(&str, u32)> = object_ref
+        .iter()
+        .map(|(k, v)| (*k, doc.push_string(v)))
+        .collect();
+    out.push(("objectRef", doc.push_object(&members)));
     if let Some(at) = request_object {
         out.push(("requestObject", at));
     }
@@ -635,7 +632,15 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
         out.push(("oldObject", at));
     }
     // Tether's own keys, outside audit.k8s.io's schema, for the webhook's answer.
-    out.push(("tetherAdmission", doc.push_value(&Json::Object(adm))));
+    let mut adm = vec![
+        ("apiVersion", doc.push_string(api_version)),
+        ("uid", doc.push_string(&uid)),
+        ("operation", doc.push_string(operation)),
+    ];
+    if let Some(d) = dry_run {
+        adm.push(("dryRun", d));
+    }
+    out.push(("tetherAdmission", doc.push_object(&adm)));
     Ok(Body::entries(doc, out))
 }
 
