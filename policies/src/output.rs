@@ -101,10 +101,22 @@ impl Template {
         })
     }
 
+    /// About how long a rendered output is: its literal text and a short value per field,
+    /// so that rendering seldom grows the string.
+    fn size_hint(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.len(),
+                Part::Field(_) => 24,
+            })
+            .sum()
+    }
+
     /// The rendered text alone (what [`Template::render`] returns first), without
     /// collecting the field values.
     pub fn render_text(&self, ev: &Event) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.size_hint());
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
@@ -116,7 +128,7 @@ impl Template {
 
     /// The rendered text and the value of each named field (`null` when missing).
     pub fn render(&self, ev: &Event) -> (String, Map<String, Json>) {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.size_hint());
         let mut fields = Map::new();
         for p in &self.parts {
             match p {

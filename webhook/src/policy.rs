@@ -119,11 +119,14 @@ fn with_pod_labels(review: Doc, labels: &Map<String, Value>) -> Doc {
 /// The hits of the matching rules, with their scopes checked.
 fn hits(matches: Vec<OutputMatch>, event: &Event, context: &ReviewContext<'_>) -> Vec<RuleHit> {
     let namespace = event.namespace();
-    // Read only for the scopes of matching rules.
-    let labels = if matches.is_empty() {
-        std::collections::BTreeMap::new()
-    } else {
+    // Read only for the scopes of matching rules that select on them.
+    let labels = if matches
+        .iter()
+        .any(|m| m.rule.tether.scope.object_labels.is_some())
+    {
         event.object_labels()
+    } else {
+        std::collections::BTreeMap::new()
     };
     let namespace_labels = context.namespace_labels.known();
     matches

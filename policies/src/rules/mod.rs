@@ -368,7 +368,7 @@ impl RuleSet {
             Source::K8sAudit => &self.audit,
             Source::K8sAdmission => &self.admission,
         };
-        let mut cands = Vec::new();
+        let mut cands = Vec::with_capacity(self.rules.len());
         index.candidates(ev, &mut cands);
         let mut memo = eval::Memo::new(self.macros);
         for (at, i) in cands.iter().enumerate().skip(from) {
