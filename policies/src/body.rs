@@ -34,26 +34,6 @@ impl<'a> Get<'a> for &'a Body {
     }
 }
 
-/// Objects up to this size are searched key by key: comparing a few short keys is cheaper
-/// than hashing the key (Kubernetes objects are mostly small maps).
-const SCAN_MAX: usize = 16;
-
-/// The value of `k` in a JSON object, as `serde_json::Map::get` answers, without hashing
-/// `k` when the object is small (what most Kubernetes objects are).
-pub fn object_get<'a>(m: &'a Map<String, Json>, k: &str) -> Option<&'a Json> {
-    if m.len() > SCAN_MAX {
-        return m.get(k);
-    }
-    let kb = k.as_bytes();
-    m.iter()
-        .find(|(key, _)| {
-            let b = key.as_bytes();
-            // Length and first byte rule out most keys before comparing the rest.
-            b.len() == kb.len() && b.first() == kb.first() && b == kb
-        })
-        .map(|(_, v)| v)
-}
-
 /// An event's JSON: its top-level values are read as [`Ref`]s into [`Doc`]s; the whole
 /// document as a `serde_json::Value` is built only for a reader that asks for it
 /// ([`crate::Event::json`], `jevt.obj`, `json[...]` queries that `jsonpath_rust` answers).

@@ -540,6 +540,8 @@ impl<'a> Ref<'a> {
     /// The elements of an array or the values of an object (nothing for scalars).
     #[inline]
     pub fn children(self) -> Children<'a> {
+        // (One match on the node: going through `as_array` and `as_object` reads it twice
+        // and measured slower on the JSONPath filters that call this for every item.)
         match self.n() {
             Node::Arr { start, len } => Children::Elements(Elements {
                 doc: self.doc,

@@ -49,7 +49,6 @@ pub mod source;
 pub mod value;
 
 pub use alert::{Alert, AlertAction, Correlation};
-pub use body::object_get;
 pub use decision::{decide, DecisionOptions, RuleOutcome, Verdict};
 pub use doc::{Doc, Ref, View};
 pub use event::{
