@@ -1203,6 +1203,106 @@ mod tests {
         }
     }
 
+    /// Random documents (nested, with repeated keys, escapes, every kind of number) read as
+    /// `serde_json` reads them: the whole value, every member lookup and every pointer.
+    #[test]
+    fn random_documents_read_as_serde_json_reads_them() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        fn gen(next: &mut impl FnMut(u64) -> u64, depth: u32, out: &mut String) {
+            const KEYS: [&str; 8] = ["a", "b", "spec", "containers", "k\\\"q", "", "\\u00e9", "a"];
+            const SCALARS: [&str; 12] = [
+                "null",
+                "true",
+                "false",
+                "0",
+                "-1",
+                "18446744073709551615",
+                "-9223372036854775808",
+                "1.5",
+                "-2.5e-3",
+                "\"x\"",
+                "\"tab\\there\"",
+                "\"\\ud83d\\ude00\"",
+            ];
+            match if depth > 3 { 2 } else { next(4) } {
+                0 => {
+                    out.push('{');
+                    for i in 0..next(5) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push('"');
+                        out.push_str(KEYS[next(8) as usize]);
+                        out.push_str("\":");
+                        gen(next, depth + 1, out);
+                    }
+                    out.push('}');
+                }
+                1 => {
+                    out.push('[');
+                    for i in 0..next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        gen(next, depth + 1, out);
+                    }
+                    out.push(']');
+                }
+                _ => out.push_str(SCALARS[next(12) as usize]),
+            }
+        }
+        fn pointers(v: &Json, at: String, out: &mut Vec<String>) {
+            out.push(at.clone());
+            match v {
+                Json::Object(m) => {
+                    for (k, x) in m {
+                        let k = k.replace('~', "~0").replace('/', "~1");
+                        pointers(x, format!("{at}/{k}"), out);
+                    }
+                }
+                Json::Array(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        pointers(x, format!("{at}/{i}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for _ in 0..2000 {
+            let mut text = String::new();
+            gen(&mut next, 0, &mut text);
+            let (d, v) = both(&text);
+            assert_eq!(d.root().to_value(), v, "{text}");
+            assert_eq!(d.root().to_string(), v.to_string(), "{text}");
+            let mut ps = Vec::new();
+            pointers(&v, String::new(), &mut ps);
+            ps.push("/missing".into());
+            for p in ps {
+                let got = d.root().pointer(&p);
+                assert_eq!(
+                    got.map(Ref::to_value),
+                    v.pointer(&p).cloned(),
+                    "{text} at {p}"
+                );
+                if let (Some(r), Some(Json::Object(m))) = (got, v.pointer(&p)) {
+                    for k in ["a", "b", "spec", "containers", "k\\\"q", "", "\u{e9}", "zz"] {
+                        assert_eq!(
+                            r.get(k).map(Ref::to_value),
+                            m.get(k).cloned(),
+                            "{text} {p} {k}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn appended_values_stand_apart_from_the_root() {
         let mut d = Doc::parse_str(r#"{"a": 1}"#).unwrap();
