@@ -73,6 +73,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of a `serde_json::Value`.
+    pub fn of(v: &Json) -> Kind {
+        match v {
+            Json::Null => Kind::Null,
+            Json::Bool(_) => Kind::Bool,
+            Json::Number(_) => Kind::Number,
+            Json::String(_) => Kind::String,
+            Json::Array(_) => Kind::Array,
+            Json::Object(_) => Kind::Object,
+        }
+    }
+
     /// "null", "a boolean", "a number", "a string", "an array", "an object".
     pub const fn described(self) -> &'static str {
         match self {

@@ -383,14 +383,7 @@ pub(crate) fn check_audit_shape(obj: &Body) -> Result<(), String> {
 }
 
 pub(crate) fn json_kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
-    }
+    Kind::of(v).described()
 }
 
 /// Parses an RFC 3339 timestamp to nanoseconds since the epoch.
