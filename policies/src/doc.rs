@@ -423,16 +423,6 @@ impl<'a> Ref<'a> {
     }
 
     #[inline]
-    pub fn is_array(self) -> bool {
-        matches!(self.n(), Node::Arr { .. })
-    }
-
-    #[inline]
-    pub fn is_number(self) -> bool {
-        matches!(self.n(), Node::I64(_) | Node::U64(_) | Node::F64(_))
-    }
-
-    #[inline]
     pub fn as_str(self) -> Option<&'a str> {
         match self.n() {
             Node::Str { at, len } => Some(self.doc.text(at, len)),
