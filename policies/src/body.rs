@@ -172,13 +172,13 @@ impl Body {
         }
     }
 
-    /// The whole document, taken out of the body (no copy when it was built already).
-    pub fn into_full(self) -> Json {
-        self.full();
+    /// The whole document as a [`Doc`], taken out of the body: a lazily read body's text is
+    /// parsed once, straight into it.
+    pub fn into_doc(self) -> Doc {
         match self {
-            Body::Whole { full, .. } | Body::Entries { full, .. } | Body::Lazy { full, .. } => {
-                full.into_inner().unwrap_or(Json::Null)
-            }
+            Body::Whole { doc, .. } => doc,
+            Body::Lazy { text, .. } => parse_range(&text, &(0..text.len())),
+            entries @ Body::Entries { .. } => Doc::from_value(entries.full()),
         }
     }
 

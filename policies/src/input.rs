@@ -195,9 +195,7 @@ fn one(raw: &str) -> Result<Event, String> {
 
 fn one_body(body: Body) -> Result<Event, String> {
     match body.get("kind").and_then(crate::doc::Ref::as_str) {
-        Some("AdmissionReview") => {
-            Event::from_admission_review(body.into_full()).map_err(|e| e.what)
-        }
+        Some("AdmissionReview") => Event::from_admission_doc(body.into_doc()).map_err(|e| e.what),
         Some("Event") | None => Event::from_audit_body(body),
         Some(other) => Err(format!(
             "unsupported kind \"{other}\": expected Event, EventList or AdmissionReview"
