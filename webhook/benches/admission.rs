@@ -167,7 +167,8 @@ struct Outcome {
     cpu: Cpu,
 }
 
-/// CPU time in ns by thread group: the server's runtime, the load generator's runtime, the
+/// CPU time in ns by thread group: the server's threads (the runtime its accept loop and
+/// watchers run on, and its serving threads), the load generator's runtime, the
 /// webhook's evaluation threads, and the rest of the process.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cpu {
@@ -192,7 +193,9 @@ impl Cpu {
                 .and_then(|t| t.split_whitespace().next()?.parse().ok())
                 .unwrap_or(0);
             match comm.trim() {
+                // The accept loop's runtime, and the serving threads of `webhook::serve`.
                 "bench-server" => c.server += ns,
+                n if n.starts_with("tether-serve") => c.server += ns,
                 "bench-client" => c.client += ns,
                 n if n.starts_with("tether-eval") => c.eval += ns,
                 _ => c.other += ns,
@@ -655,7 +658,7 @@ fn main() {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    println!("machine: {cores} cores ({cpu}); server and load generator share them (one process, two runtimes of {cores} threads)");
+    println!("machine: {cores} cores ({cpu}); server and load generator share them (one process: the server's {cores} serving threads, each a single-threaded runtime, and the load generator's runtime of {cores} threads)");
     println!("reviews: {} distinct pod CREATE bodies, {avg_body} bytes on average; {CONNECTIONS} TLS 1.3 keep-alive connections (HTTP/1.1); {secs} s measured after 2 s warm-up\n", bodies.len());
     println!("CPU columns: CPU time of the server's threads (I/O runtime and evaluation threads) and of the load generator's, per answered review, while measuring\n");
     println!(

@@ -14,7 +14,8 @@ use crate::decide::FailureMode;
 use crate::decision_log::{DecisionLog, DecisionLogError};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::rules::{RulesHandle, RulesLoader};
-use crate::server::{router, serve_tls, HandlerOptions, WebhookState};
+use crate::serve::serve_tls;
+use crate::server::{router, HandlerOptions, WebhookState};
 use crate::session::PodLabelCache;
 
 /// Serve the validating admission webhook over HTTPS.
@@ -194,19 +195,33 @@ pub async fn start(
     })
 }
 
+/// Most records the sink's consumer takes at once.
+const SINK_BATCH: usize = 1024;
+/// How long the sink's consumer gathers records before it takes the next batch.
+const SINK_GATHER: Duration = Duration::from_millis(5);
+
 /// The sink `tether webhook` hands sessions and decisions to: an in-process channel whose
 /// consumer, spawned on the current runtime, logs them (the engine's bus replaces it).
 pub fn logging_sink() -> (Arc<dyn Sink>, tokio::task::JoinHandle<()>) {
     let (sink, mut rx) = engine::ChannelSink::new();
     let consumer = tokio::spawn(async move {
-        while let Some(found) = rx.recv().await {
-            match found {
-                engine::Found::Session(s) => tracing::debug!(session = %s.id, "session handed on"),
-                engine::Found::Decision(d) => {
-                    tracing::debug!(uid = %d.request_uid, outcome = ?d.outcome, "decision handed on");
+        let mut batch = Vec::with_capacity(SINK_BATCH);
+        while rx.recv_many(&mut batch, SINK_BATCH).await > 0 {
+            for found in batch.drain(..) {
+                match found {
+                    engine::Found::Session(s) => {
+                        tracing::debug!(session = %s.id, "session handed on");
+                    }
+                    engine::Found::Decision(d) => {
+                        tracing::debug!(uid = %d.request_uid, outcome = ?d.outcome, "decision handed on");
+                    }
+                    engine::Found::Alert(_) | engine::Found::Action(_) => {}
                 }
-                engine::Found::Alert(_) | engine::Found::Action(_) => {}
             }
+            // Under load, what is handed on arrives faster than it is taken one by one, and
+            // each wake-up of this task crosses from a serving thread to another: gather
+            // for a moment instead.
+            tokio::time::sleep(SINK_GATHER).await;
         }
     });
     (Arc::new(sink), consumer)

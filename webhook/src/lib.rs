@@ -6,8 +6,9 @@
 //! mode, scope and the detect-only switch ([`decide`]) -> answer in the review's version.
 //! Around it: exec sessions from CONNECT reviews handed to the engine's sink
 //! ([`session`]), one JSON line per decision ([`decision_log`]), Prometheus metrics
-//! ([`metrics`]), load shedding ([`layers`]). [`server`] serves it over rustls with a
-//! certificate that reloads on change; [`cli`] is `tether webhook`; [`webhook_config`]
+//! ([`metrics`]), load shedding ([`layers`]). [`server`] is the routes and the handler,
+//! [`serve`] serves them over rustls, with a certificate that reloads on change, on one
+//! single-threaded runtime per core; [`cli`] is `tether webhook`; [`webhook_config`]
 //! prints the ValidatingWebhookConfiguration that registers it; [`cluster`] is its view of
 //! the Kubernetes API (`--kube auto|on|off`): a watch of namespace labels and GETs of the
 //! pods CONNECT reviews target.
@@ -36,12 +37,14 @@ pub mod metrics;
 pub mod policy;
 pub mod review;
 pub mod rules;
+pub mod serve;
 pub mod server;
 pub mod session;
 pub mod webhook_config;
 
 pub use decide::FailureMode;
-pub use server::{router, serve_tls, HandlerOptions, WebhookState};
+pub use serve::{serve_tls, serve_tls_on};
+pub use server::{router, HandlerOptions, WebhookState};
 
 /// A file of `../shared/fixtures`, for the unit tests.
 #[cfg(test)]

@@ -1,10 +1,9 @@
-//! The HTTPS server: routes, the `/validate` handler, and the TLS accept loop.
+//! The routes and the `/validate` handler ([`crate::serve`] serves them over TLS).
 //!
 //! `/validate` runs: body limit -> parse -> (invalid | evaluate under budget) -> decide
 //! -> sessions, sink, decision log, metrics -> AdmissionReview in the request's version.
 //! The concurrency limit is the [`ShedLayer`](crate::layers::ShedLayer) around it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,12 +14,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use engine::Sink;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 use crate::cluster::ClusterAccess;
 use crate::decide::{decide, failed, Decided, FailureMode};
@@ -341,6 +334,64 @@ async fn evaluate(
     }
 }
 
+/// How much of a body over the limit is still read, and discarded, before the answer: a
+/// client that is still sending when the connection closes gets a reset, not the answer.
+const DISCARD_MAX: u64 = 16 * 1024 * 1024;
+
+/// A request body as `/validate` reads it.
+enum ReadBody {
+    Whole(bytes::Bytes),
+    /// Over the limit. What followed the limit was read and discarded, up to
+    /// [`DISCARD_MAX`] more; `drained` when that reached the body's end.
+    TooLarge {
+        drained: bool,
+    },
+}
+
+/// Reads a request body of at most `max` bytes.
+async fn read_body(mut body: Body, max: usize) -> Result<ReadBody, axum::Error> {
+    let mut first: Option<bytes::Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    let mut len = 0u64;
+    let limit = max as u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        len = len.saturating_add(data.len() as u64);
+        if len > limit {
+            first = None;
+            joined = Vec::new();
+            if len > limit.saturating_add(DISCARD_MAX) {
+                return Ok(ReadBody::TooLarge { drained: false });
+            }
+            continue;
+        }
+        match first.take() {
+            // Most bodies arrive in one piece: kept without a copy.
+            None if joined.is_empty() => first = Some(data),
+            Some(f) => {
+                joined.reserve(f.len() + data.len());
+                joined.extend_from_slice(&f);
+                joined.extend_from_slice(&data);
+            }
+            None => joined.extend_from_slice(&data),
+        }
+    }
+    if len > limit {
+        return Ok(ReadBody::TooLarge { drained: true });
+    }
+    Ok(ReadBody::Whole(first.unwrap_or_else(|| joined.into())))
+}
+
+/// The answer, with `Connection: close`: sent before the request's body was read to its
+/// end, after which the connection cannot carry another request.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 fn is_json_content_type(headers: &HeaderMap) -> bool {
     match headers.get(header::CONTENT_TYPE) {
         None => true,
@@ -377,50 +428,47 @@ async fn validate(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    // `drained`: the body was read to its end, so the connection can serve the next request;
+    // otherwise the answer closes it (a client must not send its next request on it).
+    let too_large = |state: &WebhookState, drained: bool| {
         state.metrics.error(ErrorKind::Oversize);
-        return status_error(
+        let message = match declared {
+            Some(n) => format!("body of {n} bytes exceeds the limit of {max} bytes"),
+            None => format!("body exceeds the limit of {max} bytes"),
+        };
+        let resp = status_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
-            &format!(
-                "body of {} bytes exceeds the limit of {max} bytes",
-                declared.unwrap_or(0)
-            ),
+            &message,
         );
+        if drained {
+            resp
+        } else {
+            closing(resp)
+        }
+    };
+    if declared.is_some_and(|n| n > (max as u64).saturating_add(DISCARD_MAX)) {
+        return too_large(&state, false);
     }
     let body_timeout = state.options.body_timeout;
-    let read = tokio::time::timeout(
-        body_timeout,
-        http_body_util::Limited::new(body, max).collect(),
-    )
-    .await;
-    let Ok(read) = read else {
-        state.metrics.error(ErrorKind::Malformed);
-        return status_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "Timeout",
-            &format!("body not received within {} ms", body_timeout.as_millis()),
-        );
-    };
-    let bytes = match read {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                state.metrics.error(ErrorKind::Oversize);
-                return status_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    &format!("body exceeds the limit of {max} bytes"),
-                );
-            }
+    let bytes = match tokio::time::timeout(body_timeout, read_body(body, max)).await {
+        Ok(Ok(ReadBody::Whole(bytes))) => bytes,
+        Ok(Ok(ReadBody::TooLarge { drained })) => return too_large(&state, drained),
+        Ok(Err(e)) => {
             state.metrics.error(ErrorKind::Malformed);
-            return status_error(
+            return closing(status_error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 &format!("body could not be read: {e}"),
-            );
+            ));
+        }
+        Err(_) => {
+            state.metrics.error(ErrorKind::Malformed);
+            return closing(status_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                &format!("body not received within {} ms", body_timeout.as_millis()),
+            ));
         }
     };
     // One generation of the rules for the whole review: the parse keeps what they read.
@@ -600,80 +648,4 @@ fn record_invalid(state: &WebhookState, body: &policies::Doc, uid: &str, resp: &
             tracing::error!(error = %e, uid = %uid, "decision not delivered to the sink");
         }
     }
-}
-
-/// How long a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take for its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections get to finish after shutdown starts.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `app` over TLS on `listener` until `shutdown`, then drains open connections.
-/// The TLS configuration resolves its certificate per handshake, so a reloaded
-/// certificate applies to new connections while existing ones continue.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = ConnBuilder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
-    loop {
-        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls_stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "tls handshake timed out");
-                        return;
-                    }
-                };
-            let service = TowerToHyperService::new(app);
-            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("connections still open after the drain timeout; closing");
-        }
-    }
-    Ok(())
 }

@@ -543,9 +543,18 @@ async fn oversize_and_stalled_bodies() {
     let mut big = pod_review("big", "default", "p", json!({}));
     big["request"]["object"]["metadata"]["annotations"] = json!({"x": "y".repeat(100 * 1024)});
     let body = big.to_string();
-    // With a Content-Length.
-    let (status, v) = post(&c, &hook.url, body.clone()).await;
-    assert_eq!(status, 413);
+    // With a Content-Length: the body is read to its end and discarded, so the client,
+    // still sending, gets the answer, and the connection stays usable.
+    let r = c
+        .post(format!("{}/validate", hook.url))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().get("connection").is_none(), "{:?}", r.headers());
+    let v: Value = r.json().await.unwrap();
     assert!(
         v["message"]
             .as_str()
@@ -575,8 +584,17 @@ async fn oversize_and_stalled_bodies() {
     .await
     .unwrap();
     let stream = http_body_util::StreamBody::new(tokio_stream_from(rx));
-    let (status, v) = post(&c, &hook.url, reqwest::Body::wrap(stream)).await;
-    assert_eq!(status, 408);
+    let r = c
+        .post(format!("{}/validate", hook.url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    // Answered before the body ended: the connection cannot carry another request.
+    assert_eq!(r.headers()["connection"], "close");
+    let v: Value = r.json().await.unwrap();
     assert!(
         v["message"]
             .as_str()
