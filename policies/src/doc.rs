@@ -118,7 +118,7 @@ impl Doc {
     /// object keys from the root, up to 32 of them). What is left out is still read through
     /// the same code paths, so it is checked as JSON and a malformed body gets the same error.
     pub fn read<'de, D: Deserializer<'de>>(d: D, skip: &[&[&str]]) -> Result<Doc, D::Error> {
-        let mut b = Builder::default();
+        let mut b = Builder::new();
         let mask = if skip.is_empty() {
             0
         } else {
@@ -131,12 +131,12 @@ impl Doc {
             mask,
         }
         .deserialize(d)?;
-        Ok(b.doc)
+        Ok(b.finish())
     }
 
     /// The document of a `serde_json::Value`.
     pub fn from_value(v: &Json) -> Doc {
-        let mut doc = Doc::default();
+        let mut doc = Spare::take().doc;
         doc.push_value(v);
         doc
     }
@@ -752,9 +752,85 @@ impl<'a> Iterator for Children<'a> {
 
 impl ExactSizeIterator for Children<'_> {}
 
+impl Drop for Doc {
+    fn drop(&mut self) {
+        Spare::keep_doc(self);
+    }
+}
+
+/// The buffers of a dropped document, kept by its thread for the next document it builds:
+/// a server reads one review after another, and reusing their capacity spares growing (and
+/// copying) every buffer anew for each.
+#[derive(Default)]
+struct Spare {
+    doc: Doc,
+    members: Vec<Member>,
+    elems: Vec<u32>,
+}
+
+/// Buffers larger than this, all together, are freed rather than kept.
+const SPARE_MAX_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::default();
+}
+
+impl Spare {
+    /// This thread's spare buffers (empty ones when there are none).
+    fn take() -> Spare {
+        SPARE
+            .try_with(|s| s.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)).ok())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps a document's buffers, emptied, unless this thread keeps some already or they
+    /// are large.
+    fn keep_doc(doc: &mut Doc) {
+        let bytes = doc.nodes.capacity() * std::mem::size_of::<Node>()
+            + doc.members.capacity() * std::mem::size_of::<Member>()
+            + doc.elems.capacity() * 4
+            + doc.strs.capacity();
+        if bytes == 0 || bytes > SPARE_MAX_BYTES {
+            return;
+        }
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.doc.nodes.capacity() == 0 {
+                    let spare = &mut s.doc;
+                    std::mem::swap(&mut spare.nodes, &mut doc.nodes);
+                    std::mem::swap(&mut spare.members, &mut doc.members);
+                    std::mem::swap(&mut spare.elems, &mut doc.elems);
+                    std::mem::swap(&mut spare.strs, &mut doc.strs);
+                    spare.nodes.clear();
+                    spare.members.clear();
+                    spare.elems.clear();
+                    spare.strs.clear();
+                }
+            }
+        });
+    }
+
+    /// Keeps a builder's stacks of open members and elements (empty once it is done).
+    fn keep_stacks(members: Vec<Member>, elems: Vec<u32>) {
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.members.capacity() < members.capacity() {
+                    s.members = members;
+                    s.members.clear();
+                }
+                if s.elems.capacity() < elems.capacity() {
+                    s.elems = elems;
+                    s.elems.clear();
+                }
+            }
+        });
+    }
+}
+
 /// A document being read: the members and elements of the containers still open wait here
 /// until their container closes, then move to the document side by side.
-#[derive(Default)]
 struct Builder {
     doc: Doc,
     members: Vec<Member>,
@@ -762,6 +838,31 @@ struct Builder {
 }
 
 impl Builder {
+    /// A builder on this thread's spare buffers.
+    fn new() -> Builder {
+        let Spare {
+            doc,
+            members,
+            elems,
+        } = Spare::take();
+        Builder {
+            doc,
+            members,
+            elems,
+        }
+    }
+
+    /// The document built; the stacks go back to this thread's spare buffers.
+    fn finish(self) -> Doc {
+        let Builder {
+            doc,
+            members,
+            elems,
+        } = self;
+        Spare::keep_stacks(members, elems);
+        doc
+    }
+
     /// Closes the object whose members start at `base` of the open ones: each key once, at
     /// its first place with its last value (as a map built by inserting them in order).
     fn close_object(&mut self, node: u32, base: usize) {

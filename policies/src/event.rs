@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::body::Body;
 use crate::doc::{Doc, Kind, Ref};
@@ -483,41 +483,34 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
         options.filter(|o| !o.is_null()),
         old_object.filter(|o| !o.is_null()),
     );
-    let s = |k: &str, v: Option<Ref<'_>>| -> Result<Option<String>, String> {
-        match v {
-            None => Ok(None),
-            Some(v) if v.is_null() => Ok(None),
-            Some(v) => match v.as_str() {
-                Some(s) => Ok(Some(s.to_owned())),
-                None => Err(format!(
-                    "request.{k} must be a string, found {}",
-                    v.kind().described()
-                )),
-            },
+    let uid = string_member("uid", uid)?
+        .ok_or_else(|| "AdmissionReview request has no \"uid\"".to_string())?;
+    let operation = string_member("operation", operation)?
+        .and_then(Ref::as_str)
+        .ok_or_else(|| "AdmissionReview request has no \"operation\"".to_string())?;
+    let (operation, verb) = match operation {
+        "CREATE" => ("CREATE", "create"),
+        "UPDATE" => ("UPDATE", "update"),
+        "DELETE" => ("DELETE", "delete"),
+        "CONNECT" => ("CONNECT", "connect"),
+        _ => {
+            return Err(format!(
+                "request.operation \"{operation}\" is not one of CREATE, UPDATE, DELETE, CONNECT"
+            ))
         }
     };
-    let uid = s("uid", uid)?.ok_or_else(|| "AdmissionReview request has no \"uid\"".to_string())?;
-    let operation = s("operation", operation)?
-        .ok_or_else(|| "AdmissionReview request has no \"operation\"".to_string())?;
-    let operation = operation.as_str();
-    if !matches!(operation, "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
-        return Err(format!(
-            "request.operation \"{operation}\" is not one of CREATE, UPDATE, DELETE, CONNECT"
-        ));
-    }
     let resource = resource
         .filter(|r| r.is_object())
         .ok_or_else(|| "AdmissionReview request has no \"resource\" object".to_string())?;
     let res_name = resource
         .get("resource")
-        .and_then(Ref::as_str)
+        .filter(|r| r.as_str().is_some())
         .ok_or_else(|| "request.resource has no \"resource\" string".to_string())?;
-    let group = resource.get("group").and_then(Ref::as_str).unwrap_or("");
-    let version = resource.get("version").and_then(Ref::as_str).unwrap_or("");
-    let subresource = s("subResource", sub_resource)?.filter(|x| !x.is_empty());
-    let namespace = s("namespace", namespace)?.filter(|x| !x.is_empty());
-    let name = s("name", name)?.filter(|x| !x.is_empty());
-    let (subresource, namespace) = (subresource.as_deref(), namespace.as_deref());
+    let group = resource.get("group").filter(|g| g.as_str().is_some());
+    let version = resource.get("version").filter(|v| v.as_str().is_some());
+    let subresource = nonempty(string_member("subResource", sub_resource)?);
+    let namespace = nonempty(string_member("namespace", namespace)?);
+    let name = nonempty(string_member("name", name)?);
     let user = match user {
         Some(u) if u.is_object() => Some(u.node()),
         None => None,
@@ -530,30 +523,40 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
         }
     };
 
-    let name = name.as_deref().or_else(|| {
+    let name = name.or_else(|| {
         object
             .and_then(|o| o.get("metadata"))
             .and_then(|m| m.get("name"))
-            .and_then(Ref::as_str)
+            .filter(|n| n.as_str().is_some())
     });
-    let mut uri = if group.is_empty() {
-        format!("/api/{version}")
+    let (group_text, version_text) = (text(group), text(version));
+    let mut uri = String::with_capacity(
+        64 + [namespace, Some(res_name), name, subresource]
+            .iter()
+            .map(|v| text(*v).len())
+            .sum::<usize>(),
+    );
+    if group_text.is_empty() {
+        uri.push_str("/api/");
     } else {
-        format!("/apis/{group}/{version}")
-    };
+        uri.push_str("/apis/");
+        uri.push_str(group_text);
+        uri.push('/');
+    }
+    uri.push_str(version_text);
     if let Some(ns) = namespace {
         uri.push_str("/namespaces/");
-        uri.push_str(ns);
+        uri.push_str(text(Some(ns)));
     }
     uri.push('/');
-    uri.push_str(res_name);
+    uri.push_str(text(Some(res_name)));
     if let Some(n) = name {
         uri.push('/');
-        uri.push_str(n);
+        uri.push_str(text(Some(n)));
     }
     if let Some(sr) = subresource {
         uri.push('/');
-        uri.push_str(sr);
+        uri.push_str(text(Some(sr)));
     }
     if operation == "CONNECT" {
         // The API server sends the Pod*Options as `object`; older clients of this code path
@@ -580,23 +583,33 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
             }
         }
     }
-    let verb = operation.to_ascii_lowercase();
-    let (request_object, old_object) =
-        (object.or(options).map(Ref::node), old_object.map(Ref::node));
-    let dry_run = dry_run.map(Ref::node);
-    // The values the audit shape adds are appended to the review's document (the strings
-    // the Refs above borrowed are copied out first).
-    let object_ref: Vec<(&'static str, String)> = [
+    // The values the audit shape adds are appended to the review's document; the strings it
+    // repeats from the review are the review's own nodes (a node is never changed).
+    let node = |v: Option<Ref<'_>>| v.map(Ref::node);
+    let (request_object, old_object) = (node(object.or(options)), node(old_object));
+    let (uid, dry_run, res_name) = (uid.node(), node(dry_run), res_name.node());
+    let (namespace, name, subresource) = (node(namespace), node(name), node(subresource));
+    let (group, version) = (node(group), node(version));
+    let api_version = doc.push_string(api_version);
+    let operation = doc.push_string(operation);
+    let empty = doc.push_string("");
+    let object_ref: [(&str, Option<u32>); 6] = [
         ("resource", Some(res_name)),
         ("namespace", namespace),
         ("name", name),
-        ("apiGroup", Some(group)),
-        ("apiVersion", Some(version)),
+        ("apiGroup", Some(group.unwrap_or(empty))),
+        ("apiVersion", Some(version.unwrap_or(empty))),
         ("subresource", subresource),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k, v.to_owned())))
-    .collect();
+    ];
+    let mut members = [("", 0u32); 6];
+    let mut n = 0;
+    for (k, v) in object_ref {
+        if let Some(v) = v {
+            members[n] = (k, v);
+            n += 1;
+        }
+    }
+    let object_ref = doc.push_object(&members[..n]);
 
     // The top-level values in the order an audit event has them (what `Event::json`
     // shows); looked up by key comparison, so no map is built or hashed here.
@@ -604,20 +617,16 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
     out.push(("kind", doc.push_string("Event")));
     out.push(("apiVersion", doc.push_string("audit.k8s.io/v1")));
     out.push(("level", doc.push_string("RequestResponse")));
-    out.push(("auditID", doc.push_string(&uid)));
+    out.push(("auditID", uid));
     out.push(("stage", doc.push_string("Admission")));
     out.push(("requestURI", doc.push_string(&uri)));
-    out.push(("verb", doc.push_string(&verb)));
+    out.push(("verb", doc.push_string(verb)));
     let user = match user {
         Some(at) => at,
-        None => doc.push_value(&Json::Object(Map::new())),
+        None => doc.push_object(&[]),
     };
     out.push(("user", user));
-    let members: Vec<(&str, u32)> = object_ref
-        .iter()
-        .map(|(k, v)| (*k, doc.push_string(v)))
-        .collect();
-    out.push(("objectRef", doc.push_object(&members)));
+    out.push(("objectRef", object_ref));
     if let Some(at) = request_object {
         out.push(("requestObject", at));
     }
@@ -625,16 +634,38 @@ fn admission_to_audit(mut doc: Doc) -> Result<Body, String> {
         out.push(("oldObject", at));
     }
     // Tether's own keys, outside audit.k8s.io's schema, for the webhook's answer.
-    let mut adm = vec![
-        ("apiVersion", doc.push_string(api_version)),
-        ("uid", doc.push_string(&uid)),
-        ("operation", doc.push_string(operation)),
+    let adm = [
+        ("apiVersion", api_version),
+        ("uid", uid),
+        ("operation", operation),
+        ("dryRun", dry_run.unwrap_or(0)),
     ];
-    if let Some(d) = dry_run {
-        adm.push(("dryRun", d));
-    }
-    out.push(("tetherAdmission", doc.push_object(&adm)));
+    let adm = doc.push_object(&adm[..if dry_run.is_some() { 4 } else { 3 }]);
+    out.push(("tetherAdmission", adm));
     Ok(Body::entries(doc, out))
+}
+
+/// A string member of the request: its value (`None` when absent or null).
+fn string_member<'a>(k: &str, v: Option<Ref<'a>>) -> Result<Option<Ref<'a>>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) if v.as_str().is_some() => Ok(Some(v)),
+        Some(v) => Err(format!(
+            "request.{k} must be a string, found {}",
+            v.kind().described()
+        )),
+    }
+}
+
+/// A string value that is not empty.
+fn nonempty(v: Option<Ref<'_>>) -> Option<Ref<'_>> {
+    v.filter(|x| x.as_str().is_some_and(|x| !x.is_empty()))
+}
+
+/// The text of a string value, or "".
+fn text(v: Option<Ref<'_>>) -> &str {
+    v.and_then(Ref::as_str).unwrap_or("")
 }
 
 /// The members of an AdmissionReview's `request` that its event reads.
@@ -714,6 +745,50 @@ mod tests {
             ev.object_labels().get("app").map(String::as_str),
             Some("web")
         );
+    }
+
+    #[test]
+    fn admission_event_is_the_whole_audit_shape() {
+        // A grouped resource, a dry run, no namespace, no userInfo, and the name only in the
+        // object: every key the event adds, in order.
+        let ev = Event::from_admission_review(json!({
+            "apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-2", "operation": "UPDATE",
+                "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterroles"},
+                "subResource": "", "namespace": "", "dryRun": true,
+                "object": {"metadata": {"name": "admin"}},
+                "oldObject": {"metadata": {"name": "admin", "labels": {"a": "b"}}}
+            }
+        }))
+        .unwrap();
+        let j = ev.json().unwrap();
+        assert_eq!(
+            serde_json::to_string(j).unwrap(),
+            serde_json::to_string(&json!({
+                "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
+                "auditID": "u-2", "stage": "Admission",
+                "requestURI": "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin",
+                "verb": "update", "user": {},
+                "objectRef": {"resource": "clusterroles", "name": "admin",
+                    "apiGroup": "rbac.authorization.k8s.io", "apiVersion": "v1"},
+                "requestObject": {"metadata": {"name": "admin"}},
+                "oldObject": {"metadata": {"name": "admin", "labels": {"a": "b"}}},
+                "tetherAdmission": {"apiVersion": "admission.k8s.io/v1beta1", "uid": "u-2",
+                    "operation": "UPDATE", "dryRun": true}
+            }))
+            .unwrap()
+        );
+        // Without a group or version: both empty in objectRef, the core API path.
+        let mut r = review("DELETE", Json::Null, Json::Null);
+        r["request"]["resource"] = json!({"resource": "pods"});
+        let ev = Event::from_admission_review(r).unwrap();
+        let j = ev.json().unwrap();
+        assert_eq!(j["objectRef"]["apiGroup"], "");
+        assert_eq!(j["objectRef"]["apiVersion"], "");
+        assert_eq!(j["requestURI"], "/api//namespaces/prod/pods/web-0");
+        assert!(j.get("requestObject").is_none());
+        assert!(j["tetherAdmission"].get("dryRun").is_none());
     }
 
     #[test]
