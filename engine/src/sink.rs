@@ -1,5 +1,7 @@
 //! Where every source hands what it found.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -12,7 +14,7 @@ pub struct AdmissionDecision {
     pub time_ns: i64,
     pub request_uid: String,
     pub user: String,
-    pub operation: String,
+    pub operation: Cow<'static, str>,
     pub resource: String,
     #[serde(default)]
     pub subresource: Option<String>,
@@ -35,12 +37,12 @@ pub struct AdmissionDecision {
 pub struct RuleVerdict {
     pub rule: String,
     /// `detect` or `enforce`: the mode it ran in.
-    pub mode: String,
+    pub mode: Cow<'static, str>,
     pub output: String,
     /// Why it ran in detect mode: the rule's mode, outside its enforcement scope (and why),
     /// or the global detect-only switch. Absent when it enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'static, str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -479,7 +479,7 @@ fn main() {
                     let p = webhook::review::parse_with(b, options).unwrap();
                     let req = p.request.unwrap();
                     let hits = rules.evaluate(p.body, &req, None).unwrap();
-                    let d = webhook::decide::decide(&req, &hits, false, 1);
+                    let d = webhook::decide::decide(&req, hits, false, 1);
                     std::hint::black_box(webhook::review::encode(p.version, &d.response));
                     std::hint::black_box(d.decision);
                 }

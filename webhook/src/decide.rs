@@ -9,6 +9,7 @@
 //!   a denial by every matching rule whose scope covers the review, were it (and the
 //!   global switch) set to enforce — as `policies::decision` defines it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use engine::{AdmissionDecision, DecisionOutcome, RuleVerdict};
@@ -45,14 +46,21 @@ pub struct Decided {
     pub decision: AdmissionDecision,
 }
 
-fn truncate(s: String, max: usize) -> String {
+fn truncate(mut s: String, max: usize) -> String {
     // No more bytes than `max` is no more characters either.
-    if s.len() <= max || s.chars().count() <= max {
+    if s.len() <= max {
         return s;
     }
-    let mut out: String = s.chars().take(max.saturating_sub(3)).collect();
-    out.push_str("...");
-    out
+    let keep = max.saturating_sub(3);
+    match s.char_indices().nth(keep) {
+        Some((at, _)) if s[at..].chars().nth(3).is_some() => {
+            s.truncate(at);
+            s.push_str("...");
+            s
+        }
+        // At most `max` characters: whole.
+        _ => s,
+    }
 }
 
 const DENIED: &str = "denied by tether: ";
@@ -80,16 +88,16 @@ fn push_rule(out: &mut String, h: &RuleHit) {
     out.push_str(&h.output);
 }
 
-fn deny_message(hits: &[&RuleHit]) -> String {
+fn deny_message<'h>(hits: impl Iterator<Item = &'h RuleHit> + Clone) -> String {
     let mut out = String::with_capacity(
         DENIED.len()
             + hits
-                .iter()
+                .clone()
                 .map(|h| h.rule.len() + h.output.len() + RULE_OVERHEAD)
                 .sum::<usize>(),
     );
     out.push_str(DENIED);
-    for (i, h) in hits.iter().enumerate() {
+    for (i, h) in hits.enumerate() {
         if i > 0 {
             out.push_str("; ");
         }
@@ -106,9 +114,9 @@ fn warning(h: &RuleHit) -> String {
     truncate(out, MAX_WARNING_CHARS)
 }
 
-fn rule_names(hits: &[&RuleHit]) -> String {
+fn rule_names<'h>(hits: impl Iterator<Item = &'h RuleHit>) -> String {
     let mut out = String::new();
-    for (i, h) in hits.iter().enumerate() {
+    for (i, h) in hits.enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
@@ -128,13 +136,15 @@ pub fn effective_mode(hit: &RuleHit, detect_only: bool) -> RuleMode {
 
 /// Why a hit ran in detect mode (`None` when it enforced). Outside its scope comes first:
 /// there enforcing the rule would not deny either.
-fn detect_reason(hit: &RuleHit, detect_only: bool) -> Option<String> {
-    if let Some(why) = &hit.out_of_scope {
-        return Some(format!("{OUTSIDE_SCOPE}: {why}"));
+fn detect_reason(hit: &mut RuleHit, detect_only: bool) -> Option<Cow<'static, str>> {
+    if let Some(why) = hit.out_of_scope.take() {
+        return Some(Cow::Owned(format!("{OUTSIDE_SCOPE}: {why}")));
     }
     match hit.mode {
-        RuleMode::Detect => Some("the rule's mode is detect".to_string()),
-        RuleMode::Enforce if detect_only => Some("the global detect-only switch is on".to_string()),
+        RuleMode::Detect => Some(Cow::Borrowed("the rule's mode is detect")),
+        RuleMode::Enforce if detect_only => {
+            Some(Cow::Borrowed("the global detect-only switch is on"))
+        }
         RuleMode::Enforce => None,
     }
 }
@@ -147,7 +157,7 @@ fn base_decision(req: &ReviewRequest, now_ns: i64) -> AdmissionDecision {
         time_ns: now_ns,
         request_uid: req.uid.clone(),
         user: req.username.clone(),
-        operation: req.operation.as_str().to_string(),
+        operation: Cow::Borrowed(req.operation.as_str()),
         resource: req.resource.clone(),
         subresource: req.subresource.clone(),
         namespace: req.namespace.clone(),
@@ -159,58 +169,55 @@ fn base_decision(req: &ReviewRequest, now_ns: i64) -> AdmissionDecision {
     }
 }
 
-/// Decides a review from its rule hits.
-pub fn decide(req: &ReviewRequest, hits: &[RuleHit], detect_only: bool, now_ns: i64) -> Decided {
-    let mut enforced: Vec<&RuleHit> = Vec::new();
-    let mut detected: Vec<&RuleHit> = Vec::new();
-    for hit in hits {
-        match effective_mode(hit, detect_only) {
-            RuleMode::Enforce => enforced.push(hit),
-            RuleMode::Detect => detected.push(hit),
-        }
-    }
-    let all: Vec<&RuleHit> = hits.iter().filter(|h| h.in_scope()).collect();
-    let would_response = if all.is_empty() {
+/// Decides a review from its rule hits (whose names and outputs move into the decision).
+pub fn decide(req: &ReviewRequest, hits: Vec<RuleHit>, detect_only: bool, now_ns: i64) -> Decided {
+    let mode = |h: &&RuleHit| effective_mode(h, detect_only);
+    let enforced = || hits.iter().filter(|h| mode(h) == RuleMode::Enforce);
+    let detected = || hits.iter().filter(|h| mode(h) == RuleMode::Detect);
+    // Enforcing needs the scope: the enforcing hits are some of the in-scope ones.
+    let all = || hits.iter().filter(|h| h.in_scope());
+    let (n_enforced, n_all) = (enforced().count(), all().count());
+    let would_response = if n_all == 0 {
         AdmissionResponse::allow(&req.uid)
     } else {
-        AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(&all))
+        AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(all()))
     };
-    let mut response = if enforced.is_empty() {
+    let mut response = if n_enforced == 0 {
         AdmissionResponse::allow(&req.uid)
-    } else if enforced == all {
+    } else if n_enforced == n_all {
         // The same rules: the same answer as the would-be one.
         would_response.clone()
     } else {
-        AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(&enforced))
+        AdmissionResponse::deny(&req.uid, 403, "Forbidden", deny_message(enforced()))
     };
-    response.warnings = detected.iter().map(|h| warning(h)).collect();
+    response.warnings = detected().map(warning).collect();
     let mut annotations = BTreeMap::new();
-    if !detected.is_empty() {
-        annotations.insert("detect".to_string(), rule_names(&detected));
+    if n_enforced < hits.len() {
+        annotations.insert("detect".to_string(), rule_names(detected()));
     }
-    if !enforced.is_empty() {
-        annotations.insert("deny".to_string(), rule_names(&enforced));
+    if n_enforced > 0 {
+        annotations.insert("deny".to_string(), rule_names(enforced()));
     }
     response.audit_annotations = annotations;
 
     let mut decision = base_decision(req, now_ns);
-    decision.outcome = if enforced.is_empty() {
+    decision.outcome = if n_enforced == 0 {
         DecisionOutcome::Allow
     } else {
         DecisionOutcome::Deny
     };
-    decision.would_outcome = if all.is_empty() {
+    decision.would_outcome = if n_all == 0 {
         DecisionOutcome::Allow
     } else {
         DecisionOutcome::Deny
     };
     decision.rules = hits
-        .iter()
-        .map(|h| RuleVerdict {
-            rule: h.rule.clone(),
-            mode: effective_mode(h, detect_only).as_str().to_string(),
-            output: h.output.clone(),
-            reason: detect_reason(h, detect_only),
+        .into_iter()
+        .map(|mut h| RuleVerdict {
+            mode: Cow::Borrowed(effective_mode(&h, detect_only).as_str()),
+            reason: detect_reason(&mut h, detect_only),
+            rule: h.rule,
+            output: h.output,
         })
         .collect();
     decision.message = response
@@ -284,7 +291,7 @@ mod tests {
     fn hit(rule: &str, mode: RuleMode, in_scope: bool) -> RuleHit {
         RuleHit {
             rule: rule.into(),
-            priority: "Warning".into(),
+            priority: policies::Priority::Warning,
             mode,
             out_of_scope: (!in_scope).then(|| "namespace \"prod\" is excluded".to_string()),
             output: format!("{rule} output"),
@@ -323,7 +330,7 @@ mod tests {
             hit("Privileged", RuleMode::Enforce, true),
             hit("Host path", RuleMode::Detect, true),
         ];
-        let d = decide(&req(), &hits, false, 1);
+        let d = decide(&req(), hits.to_vec(), false, 1);
         assert!(!d.response.allowed);
         let status = d.response.status.as_ref().unwrap();
         assert_eq!(status.code, 403);
@@ -348,7 +355,7 @@ mod tests {
     #[test]
     fn detect_only_and_out_of_scope_allow_but_record_the_would_be_denial() {
         let hits = [hit("Privileged", RuleMode::Enforce, true)];
-        let d = decide(&req(), &hits, true, 1);
+        let d = decide(&req(), hits.to_vec(), true, 1);
         assert!(d.response.allowed);
         assert!(!d.would_response.allowed);
         assert_eq!(d.decision.outcome, DecisionOutcome::Allow);
@@ -362,7 +369,7 @@ mod tests {
         // Outside its scope an enforcing rule only detects, and enforcement would not have
         // denied either.
         let hits = [hit("Privileged", RuleMode::Enforce, false)];
-        let d = decide(&req(), &hits, false, 1);
+        let d = decide(&req(), hits.to_vec(), false, 1);
         assert!(d.response.allowed);
         assert_eq!(d.response.warnings.len(), 1);
         assert_eq!(d.decision.would_outcome, DecisionOutcome::Allow);
@@ -378,7 +385,7 @@ mod tests {
             hit("Privileged", RuleMode::Enforce, true),
             hit("Host path", RuleMode::Enforce, true),
         ];
-        let d = decide(&req(), &hits, false, 1);
+        let d = decide(&req(), hits.to_vec(), false, 1);
         assert_eq!(d.response.status, d.would_response.status);
         assert_eq!(
             d.response.status.as_ref().unwrap().message,
@@ -393,7 +400,7 @@ mod tests {
 
     #[test]
     fn no_hits_allow_plainly() {
-        let d = decide(&req(), &[], false, 1);
+        let d = decide(&req(), Vec::new(), false, 1);
         assert!(d.response.allowed);
         assert!(d.response.warnings.is_empty());
         assert!(d.response.audit_annotations.is_empty());
@@ -420,7 +427,7 @@ mod tests {
     fn long_warnings_are_truncated() {
         let mut h = hit("R", RuleMode::Detect, true);
         h.output = "x".repeat(1000);
-        let d = decide(&req(), &[h], false, 1);
+        let d = decide(&req(), vec![h], false, 1);
         assert_eq!(d.response.warnings[0].chars().count(), MAX_WARNING_CHARS);
     }
 }

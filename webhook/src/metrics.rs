@@ -17,6 +17,11 @@
 //! | `cluster_namespaces` | namespaces in the store the namespace watch keeps |
 //! | `cluster_watch_errors_total` | failures of the namespace watch (retried with backoff; the labels last seen keep serving meanwhile, so an increase means they may be stale) |
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::RwLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -97,6 +102,14 @@ pub struct Metrics {
     pub cluster_lookups: Family<LookupLabels, Counter>,
     pub cluster_namespaces: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub cluster_watch_errors: Counter,
+    /// The counters of `reviews` and `rule_hits` used so far, by their family and labels
+    /// joined in one text: counted per review without building a label set.
+    counters: RwLock<HashMap<String, Counter>>,
+}
+
+thread_local! {
+    /// Where the text key of a counter is joined.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 impl Default for Metrics {
@@ -183,6 +196,41 @@ impl Metrics {
             cluster_lookups,
             cluster_namespaces,
             cluster_watch_errors,
+            counters: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Increments the counter whose labels join to `parts` (the first part names the
+    /// family), made by `create` the first time.
+    fn inc(&self, parts: &[&str], create: impl FnOnce() -> Counter) {
+        let mut create = Some(create);
+        let _ = KEY.try_with(|key| {
+            let Ok(mut key) = key.try_borrow_mut() else {
+                return;
+            };
+            key.clear();
+            for p in parts {
+                // Each part prefixed with its length: no two label sets join alike.
+                let _ = write!(key, "{}:{p}", p.len());
+            }
+            if let Ok(counters) = self.counters.read() {
+                if let Some(c) = counters.get(key.as_str()) {
+                    c.inc();
+                    create = None;
+                    return;
+                }
+            }
+            if let Some(create) = create.take() {
+                let counter = create();
+                counter.inc();
+                if let Ok(mut counters) = self.counters.write() {
+                    counters.insert(key.clone(), counter);
+                }
+            }
+        });
+        // Not counted above (the thread is ending): through the family.
+        if let Some(create) = create {
+            create().inc();
         }
     }
 
@@ -195,23 +243,39 @@ impl Metrics {
 
     // --- named events ---
 
-    pub fn review_answered(&self, operation: &str, resource: &str, decision: &'static str) {
-        self.reviews
-            .get_or_create(&ReviewLabels {
-                operation: operation.to_string(),
-                resource: resource.to_string(),
-                decision,
-            })
-            .inc();
+    /// A review answered: `resource` is `resource/subresource` in the label.
+    pub fn review_answered(
+        &self,
+        operation: &str,
+        resource: &str,
+        subresource: Option<&str>,
+        decision: &'static str,
+    ) {
+        let sub = subresource.unwrap_or("");
+        self.inc(&["reviews", operation, resource, sub, decision], || {
+            let resource = match subresource {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.to_string(),
+            };
+            self.reviews
+                .get_or_create(&ReviewLabels {
+                    operation: operation.to_string(),
+                    resource,
+                    decision,
+                })
+                .clone()
+        });
     }
 
     pub fn rule_hit(&self, rule: &str, mode: &'static str) {
-        self.rule_hits
-            .get_or_create(&RuleLabels {
-                rule: rule.to_string(),
-                mode,
-            })
-            .inc();
+        self.inc(&["rule_hits", rule, mode], || {
+            self.rule_hits
+                .get_or_create(&RuleLabels {
+                    rule: rule.to_string(),
+                    mode,
+                })
+                .clone()
+        });
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -224,5 +288,59 @@ impl Metrics {
 
     pub fn session_recorded(&self, kind: &'static str) {
         self.sessions.get_or_create(&KindLabels { kind }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn counters_found_by_their_joined_labels_are_the_families_own() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.review_answered("CONNECT", "pods", Some("exec"), "allow");
+        }
+        m.review_answered("CREATE", "pods", None, "deny");
+        // Labels that would join alike without their lengths stay apart.
+        m.rule_hit("a", "detect");
+        m.rule_hit("a", "detect");
+        m.rule_hit("a:detect", "enforce");
+        let text = m.encode().unwrap();
+        let reviews = "tether_webhook_reviews_total{operation=";
+        assert_eq!(
+            value(
+                &text,
+                &format!("{reviews}\"CONNECT\",resource=\"pods/exec\",decision=\"allow\"}}")
+            ),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{reviews}\"CREATE\",resource=\"pods\",decision=\"deny\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "tether_webhook_rule_hits_total{rule=\"a\",mode=\"detect\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "tether_webhook_rule_hits_total{rule=\"a:detect\",mode=\"enforce\"}"
+            ),
+            Some(1.0)
+        );
     }
 }

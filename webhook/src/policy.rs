@@ -168,7 +168,7 @@ fn hits(matches: Vec<OutputMatch>, event: &Event, context: &ReviewContext<'_>) -
             }
             RuleHit {
                 rule: m.rule.name.clone(),
-                priority: m.rule.priority.to_string(),
+                priority: m.rule.priority,
                 mode: match settings.mode {
                     Mode::Enforce => RuleMode::Enforce,
                     Mode::Detect => RuleMode::Detect,

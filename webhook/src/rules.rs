@@ -39,7 +39,7 @@ impl RuleMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleHit {
     pub rule: String,
-    pub priority: String,
+    pub priority: policies::Priority,
     /// The mode the rule is configured with.
     pub mode: RuleMode,
     /// Why the review falls outside the rule's enforcement scope (namespaces, labels), or

@@ -490,7 +490,7 @@ async fn validate(
         Err(invalid) => {
             state
                 .metrics
-                .review_answered("unknown", "unknown", "invalid");
+                .review_answered("unknown", "unknown", None, "invalid");
             tracing::warn!(uid = %parsed.uid, error = %invalid.0, "invalid admission request");
             let resp = AdmissionResponse::invalid(&parsed.uid, &invalid);
             record_invalid(&state, &parsed.body, &parsed.uid, &resp);
@@ -506,7 +506,7 @@ async fn validate(
     let decided: Decided = match evaluate(&state, rules, body, bytes.len(), &req, in_flight).await {
         Evaluated::Hits(hits, took) => {
             state.metrics.evaluation_seconds.observe(took.as_secs_f64());
-            let d = decide(&req, &hits, state.options.detect_only, started);
+            let d = decide(&req, hits, state.options.detect_only, started);
             for v in &d.decision.rules {
                 let mode = if v.mode == "enforce" {
                     "enforce"
@@ -568,7 +568,8 @@ async fn validate(
     };
     state.metrics.review_answered(
         req.operation.as_str(),
-        &resource_label(&req),
+        &req.resource,
+        req.subresource.as_deref(),
         decision_label,
     );
     if !decision.rules.is_empty() {
@@ -619,7 +620,7 @@ fn record_invalid(state: &WebhookState, body: &policies::Doc, uid: &str, resp: &
         time_ns: now_ns(),
         request_uid: uid.to_string(),
         user: text("/request/userInfo/username").unwrap_or_default(),
-        operation: text("/request/operation").unwrap_or_default(),
+        operation: text("/request/operation").unwrap_or_default().into(),
         resource: text("/request/resource/resource").unwrap_or_default(),
         subresource: text("/request/subResource"),
         namespace: text("/request/namespace"),

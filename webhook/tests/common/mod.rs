@@ -122,7 +122,7 @@ impl Rules for ScriptedRules {
         if let Some(mode) = label("test.tether.io/hit") {
             hits.push(RuleHit {
                 rule: format!("Scripted {mode}"),
-                priority: "Warning".into(),
+                priority: policies::Priority::Warning,
                 mode: if mode == "enforce" {
                     RuleMode::Enforce
                 } else {
@@ -146,7 +146,7 @@ impl Rules for ScriptedRules {
         if cmd0.starts_with("deny-me") {
             hits.push(RuleHit {
                 rule: "Scripted exec deny".into(),
-                priority: "Critical".into(),
+                priority: policies::Priority::Critical,
                 mode: RuleMode::Enforce,
                 out_of_scope: None,
                 output: format!("exec {cmd0} by {}", request.username),
