@@ -6,10 +6,10 @@
 //!
 //! 1. full library: the bundled rule library on realistic pod CREATE reviews (the captured
 //!    kube-apiserver review and the kyverno pod-security Pods wrapped in reviews), closed
-//!    loop at concurrency 64; evaluation under its budget (started on the I/O thread, what
+//!    loop at concurrency 64; evaluation under its budget (started on the serving thread, what
 //!    is left after 0.5 ms on the evaluation threads); decisions go to the sink and its
 //!    consumer, as in `tether webhook`;
-//! 2. the same with the budget off (evaluation inline on the I/O threads);
+//! 2. the same with the budget off (evaluation inline on the serving threads);
 //! 3. no-op handler: the same TLS/HTTP stack, a handler that reads the body and answers a
 //!    fixed allow;
 //! 4. minimal valid no-op: the same stack, a handler that parses the review into a
@@ -22,7 +22,7 @@
 //!
 //! Before the rows, one unmeasured run of the full library warms the process (the first stack
 //! a process runs measures slower, whichever it is). After them, the target's ratio (full
-//! library with the budget / no-op) is measured side by side: three alternating pairs of
+//! library with the budget / no-op) is measured side by side: five alternating pairs of
 //! shorter runs, whose median is printed with the pairs.
 //!
 //! Prints where one review's time goes on one thread (no I/O), then a Markdown table for
@@ -51,7 +51,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
 const CONNECTIONS: usize = 64;
 /// Alternating (library, no-op) pairs the side-by-side ratio is the median of.
-const PAIRS: usize = 3;
+const PAIRS: usize = 5;
 
 const FULL_BUDGET: &str = "full library, budget 100 ms";
 const FULL_INLINE: &str = "full library, budget off (inline)";
@@ -660,7 +660,7 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("machine: {cores} cores ({cpu}); server and load generator share them (one process: the server's {cores} serving threads, each a single-threaded runtime, and the load generator's runtime of {cores} threads)");
     println!("reviews: {} distinct pod CREATE bodies, {avg_body} bytes on average; {CONNECTIONS} TLS 1.3 keep-alive connections (HTTP/1.1); {secs} s measured after 2 s warm-up\n", bodies.len());
-    println!("CPU columns: CPU time of the server's threads (I/O runtime and evaluation threads) and of the load generator's, per answered review, while measuring\n");
+    println!("CPU columns: CPU time of the server's threads (serving threads, evaluation threads, and the runtime of its accept loop and watchers) and of the load generator's, per answered review, while measuring\n");
     println!(
         "| run | reviews/s | p50 | p99 | non-200 | server CPU/review | load generator CPU/review |"
     );
