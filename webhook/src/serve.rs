@@ -25,7 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, Barrier};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -121,7 +121,7 @@ pub async fn serve_tls_on(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     let acceptor = TlsAcceptor::from(tls);
-    let all_drained = Arc::new(Barrier::new(threads));
+    let drained = Arc::new(Drained::default());
 
     let mut workers = Vec::with_capacity(threads);
     for (i, rt) in runtimes.into_iter().enumerate() {
@@ -134,7 +134,7 @@ pub async fn serve_tls_on(
             acceptor: acceptor.clone(),
             app: app.clone(),
             builder: builder.clone(),
-            all_drained: all_drained.clone(),
+            draining: Draining::new(&drained),
         };
         std::thread::Builder::new()
             .name(format!("tether-serve-{i}"))
@@ -205,15 +205,64 @@ struct Connections {
     acceptor: TlsAcceptor,
     app: Router,
     builder: Arc<ConnBuilder<Spread>>,
-    all_drained: Arc<Barrier>,
+    draining: Draining,
+}
+
+/// The serving threads that have not drained yet, and a wake-up when none is left.
+#[derive(Default)]
+struct Drained {
+    left: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Drained {
+    async fn all(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.left.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One serving thread not drained yet: counted from before the thread starts until it has
+/// drained, or until it is dropped in any other way (a thread that fails to start or
+/// unwinds), so that no thread waits for one that will never drain.
+struct Draining(Arc<Drained>);
+
+impl Draining {
+    fn new(drained: &Arc<Drained>) -> Draining {
+        drained.left.fetch_add(1, Ordering::AcqRel);
+        Draining(drained.clone())
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if self.0.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
 }
 
 impl Connections {
-    async fn run(mut self) {
+    async fn run(self) {
+        let Connections {
+            mut rx,
+            open,
+            acceptor,
+            app,
+            builder,
+            draining,
+        } = self;
         let graceful = GracefulShutdown::new();
         // Until the accept loop stops (shutdown) and drops its sender.
-        while let Some((tcp, peer)) = self.rx.recv().await {
-            let guard = OpenGuard(self.open.clone());
+        while let Some((tcp, peer)) = rx.recv().await {
+            let guard = OpenGuard(open.clone());
             let tcp = match tokio::net::TcpStream::from_std(tcp) {
                 Ok(t) => t,
                 Err(e) => {
@@ -221,9 +270,9 @@ impl Connections {
                     continue;
                 }
             };
-            let acceptor = self.acceptor.clone();
-            let app = self.app.clone();
-            let builder = self.builder.clone();
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            let builder = builder.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _guard = guard;
@@ -253,6 +302,8 @@ impl Connections {
             }
         }
         // Other threads' HTTP/2 streams may run here: stay until every thread has drained.
-        self.all_drained.wait().await;
+        let drained = draining.0.clone();
+        drop(draining);
+        drained.all().await;
     }
 }
