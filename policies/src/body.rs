@@ -15,7 +15,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
-use crate::doc::{Doc, Ref};
+use crate::doc::{Doc, KeySet, Ref};
 
 /// Key lookup on a document's values and on an event's top level, for walking paths.
 pub(crate) trait Get<'a> {
@@ -103,6 +103,16 @@ impl Body {
         Body::Whole {
             doc: Doc::from_value(&v),
             full: OnceLock::from(v),
+        }
+    }
+
+    /// The keys of the objects below the top level (and perhaps others), when the body
+    /// holds them in one document; `None` for a body read lazily, value by value. The
+    /// top-level keys of [`Body::Entries`] are not in the set.
+    pub(crate) fn keys(&self) -> Option<&KeySet> {
+        match self {
+            Body::Whole { doc, .. } | Body::Entries { doc, .. } => Some(doc.keys()),
+            Body::Lazy { .. } => None,
         }
     }
 

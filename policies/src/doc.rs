@@ -21,12 +21,90 @@ use serde_json::{Map, Number, Value as Json};
 
 /// A parsed JSON document. Node 0 is the root; values appended with [`Doc::push_value`]
 /// follow it.
-#[derive(Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct Doc {
     nodes: Vec<Node>,
     members: Vec<Member>,
     elems: Vec<u32>,
     strs: String,
+    /// Every key an object of the document has (or had: a key left out or repeated stays).
+    keys: KeySet,
+}
+
+impl PartialEq for Doc {
+    fn eq(&self, other: &Doc) -> bool {
+        // The same values, however they were built.
+        self.nodes == other.nodes
+            && self.members == other.members
+            && self.elems == other.elems
+            && self.strs == other.strs
+    }
+}
+
+/// A set of object keys that may answer "yes" for a key it does not hold but never "no"
+/// for one it holds (a Bloom filter of 256 bits and one hash): what a rule needs
+/// ([`crate::rules`]) is tested against what a document has in four word operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeySet([u64; 4]);
+
+impl KeySet {
+    #[inline]
+    pub(crate) fn insert(&mut self, key: &str) {
+        let bit = key_bit(key.as_bytes());
+        if let Some(w) = self.0.get_mut(bit / 64) {
+            *w |= 1 << (bit % 64);
+        }
+    }
+
+    pub(crate) fn of<'k>(keys: impl IntoIterator<Item = &'k str>) -> KeySet {
+        let mut set = KeySet::default();
+        for k in keys {
+            set.insert(k);
+        }
+        set
+    }
+
+    pub(crate) fn union(self, other: KeySet) -> KeySet {
+        let mut out = self;
+        for (a, b) in out.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+        out
+    }
+
+    pub(crate) fn intersection(self, other: KeySet) -> KeySet {
+        let mut out = self;
+        for (a, b) in out.0.iter_mut().zip(other.0) {
+            *a &= b;
+        }
+        out
+    }
+
+    /// Whether every key of `needed` may be in this set (false: one surely is not).
+    #[inline]
+    pub(crate) fn may_hold_all(&self, needed: &KeySet) -> bool {
+        self.0
+            .iter()
+            .zip(&needed.0)
+            .all(|(has, need)| need & !has == 0)
+    }
+}
+
+/// The bit of a key: a hash of its length and its first and last eight bytes, cheap enough
+/// to take for every key of every review.
+#[inline]
+fn key_bit(k: &[u8]) -> usize {
+    let (head, tail) = match (k.first_chunk::<8>(), k.last_chunk::<8>()) {
+        (Some(h), Some(t)) => (u64::from_le_bytes(*h), u64::from_le_bytes(*t)),
+        _ => {
+            let mut b = [0u8; 8];
+            let n = k.len().min(8);
+            b[..n].copy_from_slice(&k[..n]);
+            (u64::from_le_bytes(b), 0)
+        }
+    };
+    let h = (head ^ tail.rotate_left(29) ^ k.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 56) as usize
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -168,6 +246,7 @@ impl Doc {
                 let members: Vec<Member> = m
                     .iter()
                     .map(|(k, x)| {
+                        self.keys.insert(k);
                         let (key_at, key_len) = self.push_text(k);
                         let val = self.push_value(x);
                         Member {
@@ -195,6 +274,7 @@ impl Doc {
         let node = count(self.nodes.len());
         let start = count(self.members.len());
         for (k, val) in members {
+            self.keys.insert(k);
             let (key_at, key_len) = self.push_text(k);
             self.members.push(Member {
                 key_at,
@@ -242,6 +322,12 @@ impl Doc {
         let at = count(self.strs.len());
         self.strs.push_str(s);
         (at, count(s.len()))
+    }
+
+    /// The keys of the document's objects (and perhaps others).
+    #[inline]
+    pub(crate) fn keys(&self) -> &KeySet {
+        &self.keys
     }
 
     #[inline]
@@ -951,6 +1037,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     fn visit_str<E>(self, s: &str) -> Result<(u32, u32), E> {
+        self.0.keys.insert(s);
         Ok(self.0.push_text(s))
     }
 }
@@ -1142,6 +1229,37 @@ mod tests {
             Doc::parse_str(text).unwrap(),
             serde_json::from_str(text).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_document_holds_the_keys_of_all_its_objects_however_built() {
+        let text = r#"{"spec": {"containers": [{"securityContext": {"windowsOptions": {"hostProcess": true}}}]}, "k\u00e9y": 1, "a": {"a": 2}}"#;
+        let keys = KeySet::of([
+            "spec",
+            "containers",
+            "securityContext",
+            "windowsOptions",
+            "hostProcess",
+            "k\u{e9}y",
+            "a",
+        ]);
+        let (parsed, value) = both(text);
+        assert_eq!(*parsed.keys(), keys);
+        assert_eq!(*Doc::from_value(&value).keys(), keys);
+        // Appended objects add theirs; what is left out stays (the set may say yes to a
+        // key that is not there, never no to one that is).
+        let mut doc = Doc::parse_str(r#"{"x": 1}"#).unwrap();
+        let one = doc.push_string("v");
+        doc.push_object(&[("added", one)]);
+        assert_eq!(*doc.keys(), KeySet::of(["x", "added"]));
+        let mut de = serde_json::Deserializer::from_str(
+            r#"{"metadata": {"managedFields": [{"manager": "m"}]}}"#,
+        );
+        let skipped = Doc::read(&mut de, &[&["metadata", "managedFields"]]).unwrap();
+        assert!(skipped
+            .keys()
+            .may_hold_all(&KeySet::of(["metadata", "managedFields"])));
+        assert!(!KeySet::of(["spec"]).may_hold_all(&keys));
     }
 
     #[test]

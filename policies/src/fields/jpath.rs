@@ -14,7 +14,7 @@ use jsonpath_rust::parser::model::{
 use serde_json::Value as Json;
 
 use crate::body::Body;
-use crate::doc::{Kind, Ref};
+use crate::doc::{KeySet, Kind, Ref};
 
 /// The query calls a function: left to `jsonpath_rust`.
 struct Unsupported;
@@ -188,6 +188,114 @@ fn any_kept<'a>(
         }
     }
     Ok(false)
+}
+
+/// Object keys below the top level that the event must have for `q` to select anything:
+/// the names along its path and those its filters compare with a literal or test for.
+/// Empty when that cannot be said: the query does not start with a top-level name, or
+/// calls a function (answered by `jsonpath_rust`).
+pub(crate) fn needed_keys(q: &JpQuery) -> KeySet {
+    match q.segments.split_first() {
+        Some((Segment::Selector(Selector::Name(_)), rest)) if !unusual(&q.segments) => rest
+            .iter()
+            .fold(KeySet::default(), |acc, s| acc.union(segment_needs(s))),
+        _ => KeySet::default(),
+    }
+}
+
+/// Whether a query calls a function, or has an empty selector list (which selects the
+/// root again), anywhere.
+fn unusual(segs: &[Segment]) -> bool {
+    segs.iter().any(|s| match s {
+        Segment::Descendant(inner) => unusual(std::slice::from_ref(inner.as_ref())),
+        Segment::Selector(sel) => selector_unusual(sel),
+        Segment::Selectors(sels) => sels.is_empty() || sels.iter().any(selector_unusual),
+    })
+}
+
+fn selector_unusual(sel: &Selector) -> bool {
+    match sel {
+        Selector::Filter(f) => filter_unusual(f),
+        Selector::Name(_) | Selector::Index(_) | Selector::Wildcard | Selector::Slice(..) => false,
+    }
+}
+
+fn filter_unusual(f: &Filter) -> bool {
+    match f {
+        Filter::Or(fs) | Filter::And(fs) => fs.iter().any(filter_unusual),
+        Filter::Atom(FilterAtom::Filter { expr, .. }) => filter_unusual(expr),
+        Filter::Atom(FilterAtom::Test { expr, .. }) => match expr.as_ref() {
+            Test::RelQuery(segs) => unusual(segs),
+            Test::AbsQuery(q) => unusual(&q.segments),
+            Test::Function(_) => true,
+        },
+        Filter::Atom(FilterAtom::Comparison(c)) => {
+            let (l, r) = c.vals();
+            matches!(l, Comparable::Function(_)) || matches!(r, Comparable::Function(_))
+        }
+    }
+}
+
+fn segment_needs(s: &Segment) -> KeySet {
+    match s {
+        Segment::Selector(sel) => selector_needs(sel),
+        // `..x` selects an `x` somewhere below.
+        Segment::Descendant(inner) => segment_needs(inner),
+        Segment::Selectors(sels) => sels
+            .iter()
+            .map(selector_needs)
+            .reduce(KeySet::intersection)
+            .unwrap_or_default(),
+    }
+}
+
+fn selector_needs(sel: &Selector) -> KeySet {
+    match sel {
+        Selector::Name(k) => KeySet::of([k.as_str()]),
+        Selector::Filter(f) => filter_needs(f),
+        Selector::Index(_) | Selector::Wildcard | Selector::Slice(..) => KeySet::default(),
+    }
+}
+
+/// Keys an item must have for the filter to keep it.
+fn filter_needs(f: &Filter) -> KeySet {
+    match f {
+        Filter::And(fs) => fs
+            .iter()
+            .fold(KeySet::default(), |acc, x| acc.union(filter_needs(x))),
+        Filter::Or(fs) => fs
+            .iter()
+            .map(filter_needs)
+            .reduce(KeySet::intersection)
+            .unwrap_or_default(),
+        Filter::Atom(FilterAtom::Filter { expr, not: false }) => filter_needs(expr),
+        // `?@.a.b`: the item has `a` with `b`.
+        Filter::Atom(FilterAtom::Test { expr, not: false }) => match expr.as_ref() {
+            Test::RelQuery(segs) => KeySet::of(segs.iter().filter_map(|s| match s {
+                Segment::Selector(Selector::Name(k)) => Some(k.as_str()),
+                _ => None,
+            })),
+            Test::AbsQuery(_) | Test::Function(_) => KeySet::default(),
+        },
+        // A value the item lacks compares false with a literal, except by `!=`.
+        Filter::Atom(FilterAtom::Comparison(c)) if !matches!(c.as_ref(), Comparison::Ne(..)) => {
+            match c.vals() {
+                (
+                    Comparable::Literal(_),
+                    Comparable::SingularQuery(SingularQuery::Current(segs)),
+                )
+                | (
+                    Comparable::SingularQuery(SingularQuery::Current(segs)),
+                    Comparable::Literal(_),
+                ) => KeySet::of(segs.iter().filter_map(|s| match s {
+                    SingularQuerySegment::Name(k) => Some(k.as_str()),
+                    SingularQuerySegment::Index(_) => None,
+                })),
+                _ => KeySet::default(),
+            }
+        }
+        Filter::Atom(_) => KeySet::default(),
+    }
 }
 
 /// Whether `q` may read the value at `path` (object keys from the root) or a value that

@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
+use crate::doc::KeySet;
 use crate::event::Event;
 use crate::source::Source;
 use crate::value::Value;
@@ -136,6 +137,24 @@ impl FieldRef {
         match &self.arg {
             FieldArg::JsonPath(q) if self.id.def().name == "json" => k8s::json_exists(q, ev),
             _ => !self.extract(ev).is_missing(),
+        }
+    }
+
+    /// Object keys below the top level that the event must have for this field to have a
+    /// value, and so for any comparison of it to hold (a missing value fails every one):
+    /// the keys of a `jevt.value[...]` pointer and a `json[...]` query's
+    /// ([`jpath::needed_keys`]). Empty for the other fields.
+    pub(crate) fn needed_keys(&self) -> KeySet {
+        match (self.id.def().name, &self.arg) {
+            ("jevt.value", FieldArg::Pointer(segs)) => KeySet::of(
+                segs.iter()
+                    .skip(1)
+                    // A number may be an array index.
+                    .filter(|s| s.parse::<usize>().is_err())
+                    .map(String::as_str),
+            ),
+            ("json", FieldArg::JsonPath(q)) => jpath::needed_keys(q),
+            _ => KeySet::default(),
         }
     }
 
@@ -321,6 +340,66 @@ fn missing<'e>(_: &'e Event, _: &'e FieldArg) -> Value<'e> {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    fn needs(query: &str) -> KeySet {
+        resolve("json", Some(query)).unwrap().needed_keys()
+    }
+
+    #[test]
+    fn a_query_needs_the_names_on_its_path_and_in_its_filters() {
+        let of = |keys: &[&str]| KeySet::of(keys.iter().copied());
+        // The top-level name is not a key of the event's objects.
+        assert_eq!(
+            needs("$.requestObject.spec.containers[?@.securityContext.privileged == true]"),
+            of(&["spec", "containers", "securityContext", "privileged"])
+        );
+        assert_eq!(
+            needs("$.requestObject.spec['containers','initContainers'][*].image"),
+            of(&["spec", "image"])
+        );
+        assert_eq!(
+            needs("$.requestObject.spec.volumes[?@.hostPath]"),
+            of(&["spec", "volumes", "hostPath"])
+        );
+        assert_eq!(
+            needs("$.requestObject.spec.containers[?@.a == 1 && @.b > 2]"),
+            of(&["spec", "containers", "a", "b"])
+        );
+        // What a filter can keep without: `!=`, `!`, one side of `||`, two queries.
+        for filter in [
+            "@.a != true",
+            "!@.a",
+            "@.a == 1 || @.b == 1",
+            "@.a == @.b",
+            "$.requestObject.x == 1",
+        ] {
+            assert_eq!(
+                needs(&format!("$.requestObject.spec.containers[?{filter}]")),
+                of(&["spec", "containers"]),
+                "{filter}"
+            );
+        }
+        // Not said: from the root, or with a function anywhere.
+        assert_eq!(needs("$..hostPath"), KeySet::default());
+        assert_eq!(
+            needs("$.requestObject.spec.containers[?length(@.name) > 3].image"),
+            KeySet::default()
+        );
+    }
+
+    #[test]
+    fn a_pointer_needs_its_keys_but_not_its_indices() {
+        assert_eq!(
+            resolve("jevt.value", Some("/requestObject/spec/containers/0/image"))
+                .unwrap()
+                .needed_keys(),
+            KeySet::of(["spec", "containers", "image"])
+        );
+        assert_eq!(
+            resolve("ka.target.name", None).unwrap().needed_keys(),
+            KeySet::default()
+        );
+    }
 
     #[test]
     fn names_are_unique_and_sourced() {

@@ -12,6 +12,7 @@ use super::loader::{CondText, ExcItem, ExcValue, ExceptionDef, Loaded};
 use super::types::{ItemRef, LoadError};
 use super::yaml::Mark;
 use crate::condition::{self, Ast, ListItem, Op, Operand, Rhs, Transformer};
+use crate::doc::KeySet;
 use crate::fields::{self, FieldError, FieldId, FieldRef, FieldType};
 
 /// A compiled condition.
@@ -807,6 +808,25 @@ impl StrSet {
             StrSet::Small(v) => v.iter().cloned().collect(),
             StrSet::Large(h) => h.clone(),
         }
+    }
+}
+
+/// Object keys below the top level that an event must have for `e` to hold: those its
+/// fields need ([`crate::fields::FieldRef::needed_keys`]) in every branch of an `or`, in
+/// some part of an `and`; nothing under a `not`.
+pub(crate) fn needed_keys(e: &Expr) -> KeySet {
+    match e {
+        Expr::And(v) => v
+            .iter()
+            .fold(KeySet::default(), |acc, x| acc.union(needed_keys(x))),
+        Expr::Or(v) => v
+            .iter()
+            .map(needed_keys)
+            .reduce(KeySet::intersection)
+            .unwrap_or_default(),
+        Expr::Not(_) => KeySet::default(),
+        Expr::Macro(m) => needed_keys(&m.expr),
+        Expr::Cmp(c) => c.lhs.field.needed_keys(),
     }
 }
 
