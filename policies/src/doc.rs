@@ -64,18 +64,26 @@ impl KeySet {
         set
     }
 
-    pub(crate) fn union(self, other: KeySet) -> KeySet {
-        let mut out = self;
-        for (a, b) in out.0.iter_mut().zip(other.0) {
-            *a |= b;
+    /// The keys needed by all of several conditions that must all hold.
+    pub(crate) fn all_of(sets: impl IntoIterator<Item = KeySet>) -> KeySet {
+        let mut out = KeySet::default();
+        for set in sets {
+            for (a, b) in out.0.iter_mut().zip(set.0) {
+                *a |= b;
+            }
         }
         out
     }
 
-    pub(crate) fn intersection(self, other: KeySet) -> KeySet {
-        let mut out = self;
-        for (a, b) in out.0.iter_mut().zip(other.0) {
-            *a &= b;
+    /// The keys needed by each of several conditions one of which must hold (none when
+    /// there are no conditions).
+    pub(crate) fn common_to(sets: impl IntoIterator<Item = KeySet>) -> KeySet {
+        let mut sets = sets.into_iter();
+        let mut out = sets.next().unwrap_or_default();
+        for set in sets {
+            for (a, b) in out.0.iter_mut().zip(set.0) {
+                *a &= b;
+            }
         }
         out
     }

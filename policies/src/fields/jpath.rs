@@ -196,9 +196,9 @@ fn any_kept<'a>(
 /// calls a function (answered by `jsonpath_rust`).
 pub(crate) fn needed_keys(q: &JpQuery) -> KeySet {
     match q.segments.split_first() {
-        Some((Segment::Selector(Selector::Name(_)), rest)) if !unusual(&q.segments) => rest
-            .iter()
-            .fold(KeySet::default(), |acc, s| acc.union(segment_needs(s))),
+        Some((Segment::Selector(Selector::Name(_)), rest)) if !unusual(&q.segments) => {
+            KeySet::all_of(rest.iter().map(segment_needs))
+        }
         _ => KeySet::default(),
     }
 }
@@ -241,11 +241,7 @@ fn segment_needs(s: &Segment) -> KeySet {
         Segment::Selector(sel) => selector_needs(sel),
         // `..x` selects an `x` somewhere below.
         Segment::Descendant(inner) => segment_needs(inner),
-        Segment::Selectors(sels) => sels
-            .iter()
-            .map(selector_needs)
-            .reduce(KeySet::intersection)
-            .unwrap_or_default(),
+        Segment::Selectors(sels) => KeySet::common_to(sels.iter().map(selector_needs)),
     }
 }
 
@@ -260,14 +256,8 @@ fn selector_needs(sel: &Selector) -> KeySet {
 /// Keys an item must have for the filter to keep it.
 fn filter_needs(f: &Filter) -> KeySet {
     match f {
-        Filter::And(fs) => fs
-            .iter()
-            .fold(KeySet::default(), |acc, x| acc.union(filter_needs(x))),
-        Filter::Or(fs) => fs
-            .iter()
-            .map(filter_needs)
-            .reduce(KeySet::intersection)
-            .unwrap_or_default(),
+        Filter::And(fs) => KeySet::all_of(fs.iter().map(filter_needs)),
+        Filter::Or(fs) => KeySet::common_to(fs.iter().map(filter_needs)),
         Filter::Atom(FilterAtom::Filter { expr, not: false }) => filter_needs(expr),
         // `?@.a.b`: the item has `a` with `b`.
         Filter::Atom(FilterAtom::Test { expr, not: false }) => match expr.as_ref() {

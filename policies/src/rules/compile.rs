@@ -816,14 +816,8 @@ impl StrSet {
 /// some part of an `and`; nothing under a `not`.
 pub(crate) fn needed_keys(e: &Expr) -> KeySet {
     match e {
-        Expr::And(v) => v
-            .iter()
-            .fold(KeySet::default(), |acc, x| acc.union(needed_keys(x))),
-        Expr::Or(v) => v
-            .iter()
-            .map(needed_keys)
-            .reduce(KeySet::intersection)
-            .unwrap_or_default(),
+        Expr::And(v) => KeySet::all_of(v.iter().map(needed_keys)),
+        Expr::Or(v) => KeySet::common_to(v.iter().map(needed_keys)),
         Expr::Not(_) => KeySet::default(),
         Expr::Macro(m) => needed_keys(&m.expr),
         Expr::Cmp(c) => c.lhs.field.needed_keys(),
