@@ -19,7 +19,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::RwLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -209,9 +208,12 @@ impl Metrics {
                 return;
             };
             key.clear();
+            let mut len = itoa::Buffer::new();
             for p in parts {
                 // Each part prefixed with its length: no two label sets join alike.
-                let _ = write!(key, "{}:{p}", p.len());
+                key.push_str(len.format(p.len()));
+                key.push(':');
+                key.push_str(p);
             }
             if let Ok(counters) = self.counters.read() {
                 if let Some(c) = counters.get(key.as_str()) {
