@@ -120,8 +120,13 @@ pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, M
     }
     // Text checked as UTF-8 once is parsed without checking every string again; other
     // bytes go to the byte parser, whose error names where the bad byte is.
+    // Most reviews are read straight into the document; what that reader leaves (malformed
+    // text, floats, deep nesting) goes through serde_json, for the document or its error.
     let parsed = match std::str::from_utf8(bytes) {
-        Ok(text) => read_review(serde_json::Deserializer::from_str(text), options),
+        Ok(text) => match Doc::parse_plain(text, skipped(options)) {
+            Some(doc) => Ok(doc),
+            None => read_review(serde_json::Deserializer::from_str(text), options),
+        },
         Err(_) => read_review(serde_json::Deserializer::from_slice(bytes), options),
     };
     let body: Doc = parsed.map_err(|e| {
@@ -227,16 +232,20 @@ const MANAGED_FIELDS: &[&[&str]] = &[
 /// The whole body as one JSON document (trailing characters are an error), with
 /// `serde_json::from_str`'s checks and errors, less what `options` leave out (still checked
 /// as JSON, through the same parser paths, so a malformed body gets the same error).
+/// The members a review is read without.
+fn skipped(options: ParseOptions) -> &'static [&'static [&'static str]] {
+    if options.keep_managed_fields {
+        &[]
+    } else {
+        MANAGED_FIELDS
+    }
+}
+
 fn read_review<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
     options: ParseOptions,
 ) -> serde_json::Result<Doc> {
-    let skip = if options.keep_managed_fields {
-        &[][..]
-    } else {
-        MANAGED_FIELDS
-    };
-    let doc = Doc::read(&mut de, skip)?;
+    let doc = Doc::read(&mut de, skipped(options))?;
     de.end()?;
     Ok(doc)
 }
@@ -580,16 +589,6 @@ pub fn encode(version: ReviewVersion, response: &AdmissionResponse) -> Vec<u8> {
 /// A JSON string, escaped as `serde_json` escapes it: runs that need no escape are copied
 /// whole, found eight bytes at a time.
 fn string(out: &mut Vec<u8>, s: &str) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Whether some byte of `w` is below 0x20, a quote or a backslash.
-    let needs_escape = |w: u64| {
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
-            | zero(w ^ (ONES * u64::from(b'"')))
-            | zero(w ^ (ONES * u64::from(b'\\')))
-            != 0
-    };
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -599,7 +598,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
         if let Some(chunk) = bytes.get(i..i + 8) {
             let mut w = [0u8; 8];
             w.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(w)) {
+            if !policies::doc::json_special_in(u64::from_le_bytes(w)) {
                 i += 8;
                 continue;
             }

@@ -15,6 +15,9 @@
 
 use std::fmt;
 
+mod parse;
+pub use parse::json_special_in;
+
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Number, Value as Json};
@@ -104,12 +107,12 @@ impl KeySet {
 fn key_bit(k: &[u8]) -> usize {
     let (head, tail) = match (k.first_chunk::<8>(), k.last_chunk::<8>()) {
         (Some(h), Some(t)) => (u64::from_le_bytes(*h), u64::from_le_bytes(*t)),
-        _ => {
-            let mut b = [0u8; 8];
-            let n = k.len().min(8);
-            b[..n].copy_from_slice(&k[..n]);
-            (u64::from_le_bytes(b), 0)
-        }
+        // Shorter than eight bytes: gathered byte by byte (a copy of a few bytes would call
+        // `memcpy`, which costs more than the hash).
+        _ => (
+            k.iter().rev().fold(0u64, |v, b| (v << 8) | u64::from(*b)),
+            0,
+        ),
     };
     let h = (head ^ tail.rotate_left(29) ^ k.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h >> 56) as usize
@@ -194,6 +197,9 @@ impl Doc {
     /// Parses one JSON value (trailing characters are an error), with `serde_json`'s checks
     /// and error messages.
     pub fn parse_str(text: &str) -> serde_json::Result<Doc> {
+        if let Some(doc) = Doc::parse_plain(text, &[]) {
+            return Ok(doc);
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         let doc = Doc::read(&mut de, &[])?;
         de.end()?;
@@ -487,7 +493,12 @@ impl<'a> Ref<'a> {
         let rest = pointer.strip_prefix('/')?;
         let mut cur = self;
         for token in rest.split('/') {
-            let token = token.replace("~1", "/").replace("~0", "~");
+            // Most tokens escape nothing: unescaped only when they do.
+            let token: std::borrow::Cow<'_, str> = if token.contains('~') {
+                token.replace("~1", "/").replace("~0", "~").into()
+            } else {
+                token.into()
+            };
             cur = match cur.n() {
                 Node::Obj { .. } => cur.get(&token)?,
                 Node::Arr { .. } => {
