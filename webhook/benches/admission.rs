@@ -7,8 +7,8 @@
 //! 1. full library: the bundled rule library on realistic pod CREATE reviews (the captured
 //!    kube-apiserver review and the kyverno pod-security Pods wrapped in reviews), closed
 //!    loop at concurrency 64; evaluation under its budget (started on the serving thread, what
-//!    is left after 0.5 ms on the evaluation threads); decisions go to the sink and its
-//!    consumer, as in `tether webhook`;
+//!    is left after 0.5 ms on the evaluation threads); decisions go to the sink
+//!    `tether webhook` hands them to;
 //! 2. the same with the budget off (evaluation inline on the serving threads);
 //! 3. no-op handler: the same TLS/HTTP stack, a handler that reads the body and answers a
 //!    fixed allow;
@@ -518,9 +518,9 @@ fn main() {
             let mut a = base.clone();
             a.eval_budget_ms = budget_ms;
             let shutdown = CancellationToken::new();
-            let (running, consumer) = server_rt.block_on(async {
-                // As `tether webhook` runs: decisions handed to the sink and its consumer.
-                let (sink, consumer) = webhook::cli::logging_sink();
+            let running = server_rt.block_on(async {
+                // As `tether webhook` runs: decisions handed to its sink.
+                let sink = webhook::cli::logging_sink();
                 let r = start(
                     &a,
                     Arc::new(PolicyLoader::new(vec![])),
@@ -532,7 +532,7 @@ fn main() {
                 while !r.state.rules.status().loaded {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                (r, consumer)
+                r
             });
             let rules = running.state.rules.status().rules;
             let out = client_rt.block_on(drive(
@@ -544,7 +544,6 @@ fn main() {
                 rate,
             ));
             server_rt.block_on(running.stop()).unwrap();
-            consumer.abort();
             rows.push((format!("{label} ({rules} admission rules)"), out));
         };
     // The first stack a process runs measures 3-12 % slower than the same stack run again

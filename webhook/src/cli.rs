@@ -195,43 +195,29 @@ pub async fn start(
     })
 }
 
-/// Most records the sink's consumer takes at once.
-const SINK_BATCH: usize = 1024;
-/// How long the sink's consumer gathers records before it takes the next batch.
-const SINK_GATHER: Duration = Duration::from_millis(5);
-
-/// The sink `tether webhook` hands sessions and decisions to: an in-process channel whose
-/// consumer, spawned on the current runtime, logs them (the engine's bus replaces it).
-pub fn logging_sink() -> (Arc<dyn Sink>, tokio::task::JoinHandle<()>) {
-    let (sink, mut rx) = engine::ChannelSink::new();
-    let consumer = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(SINK_BATCH);
-        while rx.recv_many(&mut batch, SINK_BATCH).await > 0 {
-            for found in batch.drain(..) {
-                match found {
-                    engine::Found::Session(s) => {
-                        tracing::debug!(session = %s.id, "session handed on");
-                    }
-                    engine::Found::Decision(d) => {
-                        tracing::debug!(uid = %d.request_uid, outcome = ?d.outcome, "decision handed on");
-                    }
-                    engine::Found::Alert(_) | engine::Found::Action(_) => {}
-                }
+/// The sink `tether webhook` hands sessions and decisions to: logged at once, on the
+/// serving thread (the engine's bus replaces the logging). Records that wait for a
+/// consumer thread or a batch cost more under load than making them (see
+/// `engine::InlineSink`).
+pub fn logging_sink() -> Arc<dyn Sink> {
+    Arc::new(engine::InlineSink::new(Arc::new(
+        |found: engine::Found| match found {
+            engine::Found::Session(s) => {
+                tracing::debug!(session = %s.id, "session handed on");
             }
-            // Under load, what is handed on arrives faster than it is taken one by one, and
-            // each wake-up of this task crosses from a serving thread to another: gather
-            // for a moment instead.
-            tokio::time::sleep(SINK_GATHER).await;
-        }
-    });
-    (Arc::new(sink), consumer)
+            engine::Found::Decision(d) => {
+                tracing::debug!(uid = %d.request_uid, outcome = ?d.outcome, "decision handed on");
+            }
+            engine::Found::Alert(_) | engine::Found::Action(_) => {}
+        },
+    )))
 }
 
-/// Runs `tether webhook` until SIGINT/SIGTERM. Sessions and decisions go to an
-/// in-process sink whose consumer logs them (the engine's bus replaces it).
+/// Runs `tether webhook` until SIGINT/SIGTERM. Sessions and decisions go to the
+/// [`logging_sink`] (the engine's bus replaces it).
 pub async fn run(args: &WebhookArgs) -> Result<(), WebhookError> {
     let shutdown = CancellationToken::new();
-    let (sink, consumer) = logging_sink();
+    let sink = logging_sink();
     let loader: Arc<dyn RulesLoader> =
         Arc::new(crate::policy::PolicyLoader::new(args.rules.clone()));
     let running = start(args, loader, Some(sink), shutdown.clone()).await?;
@@ -241,7 +227,5 @@ pub async fn run(args: &WebhookArgs) -> Result<(), WebhookError> {
         tracing::info!("shutting down");
         signal_token.cancel();
     });
-    let result = running.wait().await;
-    consumer.abort();
-    result
+    running.wait().await
 }
