@@ -17,6 +17,8 @@ use std::fmt;
 
 mod parse;
 pub use parse::json_special_in;
+#[cfg(test)]
+mod testgen;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
@@ -1447,56 +1449,7 @@ mod tests {
     /// `serde_json` reads them: the whole value, every member lookup and every pointer.
     #[test]
     fn random_documents_read_as_serde_json_reads_them() {
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
-        fn gen(next: &mut impl FnMut(u64) -> u64, depth: u32, out: &mut String) {
-            const KEYS: [&str; 8] = ["a", "b", "spec", "containers", "k\\\"q", "", "\\u00e9", "a"];
-            const SCALARS: [&str; 12] = [
-                "null",
-                "true",
-                "false",
-                "0",
-                "-1",
-                "18446744073709551615",
-                "-9223372036854775808",
-                "1.5",
-                "-2.5e-3",
-                "\"x\"",
-                "\"tab\\there\"",
-                "\"\\ud83d\\ude00\"",
-            ];
-            match if depth > 3 { 2 } else { next(4) } {
-                0 => {
-                    out.push('{');
-                    for i in 0..next(5) {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        out.push('"');
-                        out.push_str(KEYS[next(8) as usize]);
-                        out.push_str("\":");
-                        gen(next, depth + 1, out);
-                    }
-                    out.push('}');
-                }
-                1 => {
-                    out.push('[');
-                    for i in 0..next(4) {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        gen(next, depth + 1, out);
-                    }
-                    out.push(']');
-                }
-                _ => out.push_str(SCALARS[next(12) as usize]),
-            }
-        }
+        let mut next = testgen::rng(0x2545_f491_4f6c_dd1d);
         fn pointers(v: &Json, at: String, out: &mut Vec<String>) {
             out.push(at.clone());
             match v {
@@ -1514,9 +1467,15 @@ mod tests {
                 _ => {}
             }
         }
+        let mut read = 0;
         for _ in 0..2000 {
             let mut text = String::new();
-            gen(&mut next, 0, &mut text);
+            testgen::document(&mut next, 0, &mut text);
+            // Numbers out of range are serde_json's errors.
+            if serde_json::from_str::<Json>(&text).is_err() {
+                continue;
+            }
+            read += 1;
             let (d, v) = both(&text);
             assert_eq!(d.root().to_value(), v, "{text}");
             assert_eq!(d.root().to_string(), v.to_string(), "{text}");
@@ -1531,7 +1490,17 @@ mod tests {
                     "{text} at {p}"
                 );
                 if let (Some(r), Some(Json::Object(m))) = (got, v.pointer(&p)) {
-                    for k in ["a", "b", "spec", "containers", "k\\\"q", "", "\u{e9}", "zz"] {
+                    for k in [
+                        "a",
+                        "metadata",
+                        "spec",
+                        "k\"q",
+                        "",
+                        "\u{e9}/",
+                        "\u{e9}t\u{e9}",
+                        "containers_and_a_long_key_name",
+                        "zz",
+                    ] {
                         assert_eq!(
                             r.get(k).map(Ref::to_value),
                             m.get(k).cloned(),
@@ -1541,6 +1510,7 @@ mod tests {
                 }
             }
         }
+        assert!(read > 1500, "{read}");
     }
 
     #[test]

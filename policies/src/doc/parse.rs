@@ -251,18 +251,28 @@ impl Parser<'_, '_> {
         Some(v)
     }
 
-    fn array(&mut self, depth: usize) -> Option<()> {
+    /// Reads a container's opening bracket and appends its node, to be filled when it
+    /// closes; answers the node and whether the container is empty (its closing bracket
+    /// read too).
+    fn open(&mut self, depth: usize, close: u8) -> Option<(u32, bool)> {
         if depth >= MAX_DEPTH {
             return None;
         }
         self.i += 1;
         let node = count(self.b.doc.nodes.len());
         self.b.doc.nodes.push(Node::Null);
-        let base = self.b.elems.len();
         self.ws();
-        if self.peek()? == b']' {
+        let empty = self.peek()? == close;
+        if empty {
             self.i += 1;
-        } else {
+        }
+        Some((node, empty))
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        let (node, empty) = self.open(depth, b']')?;
+        let base = self.b.elems.len();
+        if !empty {
             loop {
                 let val = count(self.b.doc.nodes.len());
                 self.value(depth + 1, 0)?;
@@ -279,16 +289,9 @@ impl Parser<'_, '_> {
     }
 
     fn object(&mut self, depth: usize, mask: u32) -> Option<()> {
-        if depth >= MAX_DEPTH {
-            return None;
-        }
-        self.i += 1;
-        let node = count(self.b.doc.nodes.len());
-        self.b.doc.nodes.push(Node::Null);
+        let (node, empty) = self.open(depth, b'}')?;
         let base = self.b.members.len();
-        self.ws();
-        if self.peek()? == b'}' {
-            self.i += 1;
+        if empty {
             self.b.close_object(node, base);
             return Some(());
         }
@@ -366,6 +369,7 @@ impl Parser<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doc::testgen::{document, rng};
 
     /// What [`Doc::read`] answers for `text`: the document, or that it is an error.
     fn read(text: &str, skip: &[&[&str]]) -> Option<Doc> {
@@ -390,101 +394,6 @@ mod tests {
         }
     }
 
-    fn rng(mut state: u64) -> impl FnMut(u64) -> u64 {
-        move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        }
-    }
-
-    const KEYS: [&str; 10] = [
-        "a",
-        "metadata",
-        "managedFields",
-        "spec",
-        "k\\\"q",
-        "",
-        "\\u00e9\\/",
-        "\u{e9}t\u{e9}",
-        "a",
-        "containers_and_a_long_key_name",
-    ];
-    const SCALARS: [&str; 30] = [
-        "null",
-        "true",
-        "false",
-        "0",
-        "-1",
-        "7",
-        "123456789012345678",
-        "1234567890123456789",
-        "18446744073709551615",
-        "18446744073709551616",
-        "-9223372036854775808",
-        "-9223372036854775809",
-        "-0",
-        "1.5",
-        "-2.5e-3",
-        "1E5",
-        "0.1e+2",
-        "1e400",
-        "\"x\"",
-        "\"\"",
-        "\"tab\\there \\\\ \\/ \\b\\f\\n\\r\"",
-        "\"\\ud83d\\ude00 and \\u00E9\"",
-        "\"\u{1f600} \u{e9} raw, longer than eight bytes\"",
-        "\"quote \\\" inside a string of some length\"",
-        "\"\\u0000\"",
-        "\"abcdefgh\"",
-        "\"abcdefghi\\\"\"",
-        "\"12345678\\n12345678\"",
-        "  \"spaced\"\t",
-        "\n-12\r",
-    ];
-
-    fn gen(next: &mut impl FnMut(u64) -> u64, depth: u32, out: &mut String) {
-        let ws = |next: &mut dyn FnMut(u64) -> u64, out: &mut String| {
-            out.push_str([" ", "", "", "\n  ", "\t", "\r\n"][next(6) as usize]);
-        };
-        match if depth > 4 { 2 } else { next(4) } {
-            0 => {
-                out.push('{');
-                for i in 0..next(5) {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    ws(next, out);
-                    out.push('"');
-                    out.push_str(KEYS[next(KEYS.len() as u64) as usize]);
-                    out.push('"');
-                    ws(next, out);
-                    out.push(':');
-                    gen(next, depth + 1, out);
-                }
-                ws(next, out);
-                out.push('}');
-            }
-            1 => {
-                out.push('[');
-                for i in 0..next(4) {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    gen(next, depth + 1, out);
-                }
-                ws(next, out);
-                out.push(']');
-            }
-            _ => {
-                ws(next, out);
-                out.push_str(SCALARS[next(SCALARS.len() as u64) as usize]);
-                ws(next, out);
-            }
-        }
-    }
-
     const SKIP: &[&[&str]] = &[&["metadata", "managedFields"], &["a"], &["spec", "a", "a"]];
 
     /// Generated documents: every one serde_json reads is read here too (bar the numbers
@@ -497,7 +406,7 @@ mod tests {
         let (mut taken, mut mutated_taken) = (0, 0);
         for round in 0..3000 {
             let mut text = String::new();
-            gen(&mut next, 0, &mut text);
+            document(&mut next, 0, &mut text);
             let skip: &[&[&str]] = if round % 2 == 0 { &[] } else { SKIP };
             let valid = read(&text, skip).is_some();
             assert_eq!(agrees(&text, skip), valid, "{text:?}");
