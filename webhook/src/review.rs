@@ -118,10 +118,10 @@ pub fn parse_with(bytes: &[u8], options: ParseOptions) -> Result<ParsedReview, M
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(MalformedBody("body is empty".into()));
     }
-    // Text checked as UTF-8 once is parsed without checking every string again; other
-    // bytes go to the byte parser, whose error names where the bad byte is.
-    // Most reviews are read straight into the document; what that reader leaves (malformed
-    // text, floats, deep nesting) goes through serde_json, for the document or its error.
+    // Text checked as UTF-8 once is read straight into the document; what that reader
+    // leaves (malformed text, floats, deep nesting) goes through serde_json, for the same
+    // document or its error. Other bytes go to serde_json's byte parser, whose error names
+    // where the bad byte is.
     let parsed = match std::str::from_utf8(bytes) {
         Ok(text) => match Doc::parse_plain(text, skipped(options)) {
             Some(doc) => Ok(doc),
@@ -229,9 +229,6 @@ const MANAGED_FIELDS: &[&[&str]] = &[
     &["request", "oldObject", "metadata", "managedFields"],
 ];
 
-/// The whole body as one JSON document (trailing characters are an error), with
-/// `serde_json::from_str`'s checks and errors, less what `options` leave out (still checked
-/// as JSON, through the same parser paths, so a malformed body gets the same error).
 /// The members a review is read without.
 fn skipped(options: ParseOptions) -> &'static [&'static [&'static str]] {
     if options.keep_managed_fields {
@@ -241,6 +238,9 @@ fn skipped(options: ParseOptions) -> &'static [&'static [&'static str]] {
     }
 }
 
+/// The whole body as one JSON document (trailing characters are an error), with
+/// `serde_json::from_str`'s checks and errors, less what `options` leave out (still checked
+/// as JSON, through the same parser paths, so a malformed body gets the same error).
 fn read_review<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
     options: ParseOptions,
