@@ -213,16 +213,11 @@ impl Doc {
     /// the same code paths, so it is checked as JSON and a malformed body gets the same error.
     pub fn read<'de, D: Deserializer<'de>>(d: D, skip: &[&[&str]]) -> Result<Doc, D::Error> {
         let mut b = Builder::new();
-        let mask = if skip.is_empty() {
-            0
-        } else {
-            u32::MAX >> (32 - skip.len().min(32))
-        };
         Build {
             b: &mut b,
             skip,
             depth: 0,
-            mask,
+            mask: skip_mask(skip),
         }
         .deserialize(d)?;
         Ok(b.finish())
@@ -1022,6 +1017,32 @@ fn repeats(strs: &str, members: &[Member]) -> bool {
     !members.iter().all(|m| seen.insert(key(m)))
 }
 
+/// The skip paths (up to 32) as a mask: those that match the keys from the root to here.
+fn skip_mask(skip: &[&[&str]]) -> u32 {
+    if skip.is_empty() {
+        0
+    } else {
+        u32::MAX >> (32 - skip.len().min(32))
+    }
+}
+
+/// The mask below member `key` of an object at `depth` whose skip paths are `mask`;
+/// `None` when a path ends at `key`: the member is left out.
+fn skip_below(skip: &[&[&str]], mask: u32, depth: usize, key: &str) -> Option<u32> {
+    let mut below = 0u32;
+    if mask != 0 {
+        for (p, path) in skip.iter().enumerate().take(32) {
+            if mask & (1 << p) != 0 && path.get(depth) == Some(&key) {
+                if path.len() == depth + 1 {
+                    return None;
+                }
+                below |= 1 << p;
+            }
+        }
+    }
+    Some(below)
+}
+
 /// Builds one value into the document. `mask`: the skip paths that match the keys from the
 /// root to here (`depth` of them).
 struct Build<'b, 's> {
@@ -1149,24 +1170,11 @@ impl<'de> Visitor<'de> for Build<'_, '_> {
         self.b.doc.nodes.push(Node::Null);
         let base = self.b.members.len();
         while let Some((key_at, key_len)) = map.next_key_seed(KeySeed(&mut self.b.doc))? {
-            let mut mask = 0u32;
-            let mut drop = false;
-            if self.mask != 0 {
-                let key = self.b.doc.text(key_at, key_len);
-                for (p, path) in self.skip.iter().enumerate().take(32) {
-                    if self.mask & (1 << p) != 0 && path.get(self.depth) == Some(&key) {
-                        if path.len() == self.depth + 1 {
-                            drop = true;
-                        } else {
-                            mask |= 1 << p;
-                        }
-                    }
-                }
-            }
-            if drop {
+            let key = self.b.doc.text(key_at, key_len);
+            let Some(mask) = skip_below(self.skip, self.mask, self.depth, key) else {
                 map.next_value::<Discard>()?;
                 continue;
-            }
+            };
             let val = count(self.b.doc.nodes.len());
             map.next_value_seed(Build {
                 b: &mut *self.b,

@@ -12,7 +12,7 @@
 
 use serde_json::Number;
 
-use super::{count, number, Builder, Doc, Member, Node};
+use super::{count, number, skip_below, skip_mask, Builder, Doc, Member, Node};
 
 /// Containers nested deeper than this are left to serde_json (whose own limit is 128).
 const MAX_DEPTH: usize = 100;
@@ -47,11 +47,6 @@ impl Doc {
         if text.len() >= (u32::MAX / 2) as usize {
             return None;
         }
-        let mask = if skip.is_empty() {
-            0
-        } else {
-            u32::MAX >> (32 - skip.len().min(32))
-        };
         let mut p = Parser {
             text,
             s: text.as_bytes(),
@@ -59,7 +54,7 @@ impl Doc {
             b: Builder::new(),
             skip,
         };
-        p.value(0, mask)?;
+        p.value(0, skip_mask(skip))?;
         p.ws();
         if p.i != p.s.len() {
             return None;
@@ -306,32 +301,21 @@ impl Parser<'_, '_> {
                 .get(key_at as usize..(key_at + key_len) as usize)
                 .unwrap_or_default();
             doc.keys.insert(key);
-            let mut sub = 0u32;
-            let mut drop = false;
-            if mask != 0 {
-                for (p, path) in self.skip.iter().enumerate().take(32) {
-                    if mask & (1 << p) != 0 && path.get(depth) == Some(&key) {
-                        if path.len() == depth + 1 {
-                            drop = true;
-                        } else {
-                            sub |= 1 << p;
-                        }
-                    }
-                }
-            }
+            let below = skip_below(self.skip, mask, depth, key);
             if self.next_token()? != b':' {
                 return None;
             }
-            if drop {
-                self.discard(depth + 1)?;
-            } else {
-                let val = count(self.b.doc.nodes.len());
-                self.value(depth + 1, sub)?;
-                self.b.members.push(Member {
-                    key_at,
-                    key_len,
-                    val,
-                });
+            match below {
+                None => self.discard(depth + 1)?,
+                Some(sub) => {
+                    let val = count(self.b.doc.nodes.len());
+                    self.value(depth + 1, sub)?;
+                    self.b.members.push(Member {
+                        key_at,
+                        key_len,
+                        val,
+                    });
+                }
             }
             match self.next_token()? {
                 b',' => continue,
